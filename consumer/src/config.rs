@@ -1,0 +1,92 @@
+//! The consumer configuration: defaults < environment < command line, validated before start.
+
+/// Every setting of the consumer. `--help` lists each with its environment variable.
+#[derive(Debug, Clone, clap::Args)]
+pub struct Config {
+    /// Kafka bootstrap servers.
+    #[arg(long, env = "KAFKA_BROKERS", default_value = "127.0.0.1:9092")]
+    pub kafka_brokers: String,
+
+    /// Consumer group id; every pod of one deployment shares it.
+    #[arg(long, env = "CONSUMER_GROUP", default_value = "coupon-persister")]
+    pub group_id: String,
+
+    /// Topic of requested issuances.
+    #[arg(long, env = "TOPIC_ISSUANCE_REQUESTED", default_value = schema::topics::ISSUANCE_REQUESTED)]
+    pub topic_requested: String,
+
+    /// Dead-letter topic for records that cannot be decoded.
+    #[arg(long, env = "TOPIC_ISSUANCE_DEAD_LETTER", default_value = schema::topics::ISSUANCE_DEAD_LETTER)]
+    pub topic_dead_letter: String,
+
+    /// Largest number of events written in one PostgreSQL transaction.
+    #[arg(long, env = "CONSUMER_BATCH_SIZE", default_value_t = 1000)]
+    pub batch_size: usize,
+
+    /// Longest wait for a batch to fill once its first event arrived, in milliseconds.
+    #[arg(long, env = "CONSUMER_BATCH_WAIT_MS", default_value_t = 20)]
+    pub batch_wait_ms: u64,
+
+    /// librdkafka `session.timeout.ms`.
+    #[arg(long, env = "KAFKA_SESSION_TIMEOUT_MS", default_value_t = 6_000)]
+    pub session_timeout_ms: u64,
+
+    /// librdkafka `max.poll.interval.ms`; also the rebalance timeout of the group join.
+    #[arg(long, env = "KAFKA_MAX_POLL_INTERVAL_MS", default_value_t = 10_000)]
+    pub max_poll_interval_ms: u64,
+
+    /// PostgreSQL, the ledger.
+    #[arg(
+        long,
+        env = "DATABASE_URL",
+        default_value = "postgres://postgres@127.0.0.1:5432/coupon"
+    )]
+    pub database_url: String,
+
+    /// Largest number of pooled PostgreSQL connections.
+    #[arg(long, env = "DATABASE_POOL_SIZE", default_value_t = 4)]
+    pub database_pool_size: usize,
+}
+
+impl Config {
+    /// Lists every problem at once, naming the setting, never its value.
+    pub fn validate(&self) -> Result<(), Vec<String>> {
+        let mut problems = Vec::new();
+        if !(1..=10_000).contains(&self.batch_size) {
+            problems.push("CONSUMER_BATCH_SIZE must be between 1 and 10000".to_owned());
+        }
+        if self.batch_wait_ms > 10_000 {
+            problems.push("CONSUMER_BATCH_WAIT_MS must be at most 10000".to_owned());
+        }
+        if self.session_timeout_ms > self.max_poll_interval_ms {
+            problems.push(
+                "KAFKA_SESSION_TIMEOUT_MS must not exceed KAFKA_MAX_POLL_INTERVAL_MS".to_owned(),
+            );
+        }
+        if self.group_id.is_empty() {
+            problems.push("CONSUMER_GROUP must not be empty".to_owned());
+        }
+        if self.topic_requested.is_empty() || self.topic_dead_letter.is_empty() {
+            problems.push("topic names must not be empty".to_owned());
+        }
+        if self.database_pool_size == 0 {
+            problems.push("DATABASE_POOL_SIZE must be positive".to_owned());
+        }
+        if problems.is_empty() {
+            Ok(())
+        } else {
+            Err(problems)
+        }
+    }
+}
+
+impl Config {
+    /// Parses settings from arguments (first item is the program name) and the environment.
+    pub fn from_args<I, T>(args: I) -> Result<Self, clap::Error>
+    where
+        I: IntoIterator<Item = T>,
+        T: Into<std::ffi::OsString> + Clone,
+    {
+        schema::service::parse_args(args)
+    }
+}

@@ -1,0 +1,210 @@
+//! The persisting consumer group of the coupon pipeline.
+//!
+//! # Layout
+//! - [`config`]: every setting, from the environment and the command line.
+//! - [`decode`]: a record to a validated [`decode::Issuance`], or the reason it is poison.
+//! - [`plan`]: which issuances of a batch the ledger accepts or refuses (pure).
+//! - [`store`]: one PostgreSQL transaction per batch.
+//! - [`dead_letter`]: the dead-letter topic.
+//!
+//! Delivery guarantee: at least once into an idempotent ledger, so effectively once. Offsets are
+//! stored only after the batch's transaction committed (`enable.auto.offset.store=false`, the
+//! periodic auto-commit then commits what was stored); a crash or rebalance before that
+//! redelivers the batch, and the ledger recognises every issuance id it already settled.
+
+pub mod config;
+pub mod dead_letter;
+pub mod decode;
+pub mod plan;
+pub mod store;
+
+use std::collections::BTreeMap;
+use std::future::Future;
+use std::time::Duration;
+
+use anyhow::Context;
+use rdkafka::ClientConfig;
+use rdkafka::consumer::{CommitMode, Consumer as _, StreamConsumer};
+use rdkafka::message::Message;
+use tokio::sync::watch;
+
+pub use config::Config;
+
+use crate::dead_letter::DeadLetters;
+use crate::decode::{Issuance, decode};
+use crate::store::{Ledger, Written};
+
+/// A connected consumer, ready to [`Persister::run`].
+pub struct Persister {
+    config: Config,
+    consumer: StreamConsumer,
+    dead_letters: DeadLetters,
+    ledger: Ledger,
+}
+
+impl Persister {
+    pub fn build(config: Config) -> anyhow::Result<Self> {
+        let consumer: StreamConsumer = ClientConfig::new()
+            .set("bootstrap.servers", &config.kafka_brokers)
+            .set("group.id", &config.group_id)
+            .set("client.id", "coupon-consumer")
+            .set("partition.assignment.strategy", "cooperative-sticky")
+            .set("enable.auto.commit", "true")
+            .set("auto.commit.interval.ms", "1000")
+            .set("enable.auto.offset.store", "false")
+            .set("auto.offset.reset", "earliest")
+            .set("socket.nagle.disable", "true")
+            .set("session.timeout.ms", config.session_timeout_ms.to_string())
+            .set(
+                "max.poll.interval.ms",
+                config.max_poll_interval_ms.to_string(),
+            )
+            .create()
+            .context("creating the Kafka consumer")?;
+        consumer
+            .subscribe(&[&config.topic_requested])
+            .context("subscribing to TOPIC_ISSUANCE_REQUESTED")?;
+        let dead_letters = DeadLetters::new(&config.kafka_brokers, &config.topic_dead_letter)
+            .context("creating the dead-letter producer")?;
+        let pool = schema::service::pg_pool(&config.database_url, config.database_pool_size)
+            .context("DATABASE_URL")?;
+        Ok(Persister {
+            config,
+            consumer,
+            dead_letters,
+            ledger: Ledger::new(pool),
+        })
+    }
+
+    /// Consumes until `shutdown` completes, then commits the stored offsets and leaves the group.
+    pub async fn run(
+        self,
+        shutdown: impl Future<Output = ()> + Send + 'static,
+    ) -> anyhow::Result<()> {
+        let (stop_tx, stop) = watch::channel(false);
+        tokio::spawn(async move {
+            shutdown.await;
+            let _ = stop_tx.send(true);
+        });
+        let wait = Duration::from_millis(self.config.batch_wait_ms);
+        let topic = self.config.topic_requested.clone();
+        loop {
+            let Some(batch) = self.next_batch(wait, stop.clone()).await else {
+                break;
+            };
+            if !self.persist(&batch.issuances, stop.clone()).await {
+                // Shutdown while the database was failing: nothing is stored, so the batch is
+                // redelivered to whoever owns the partitions next.
+                break;
+            }
+            for (partition, offset) in batch.last_offsets {
+                if let Err(e) = self.consumer.store_offset(&topic, partition, offset) {
+                    // The partition was revoked meanwhile; its new owner re-reads and the
+                    // ledger de-duplicates.
+                    tracing::debug!(error = %e, partition, "offset not stored");
+                }
+            }
+        }
+        match self.consumer.commit_consumer_state(CommitMode::Sync) {
+            Ok(()) => {}
+            // Nothing stored since the last commit: nothing to do.
+            Err(rdkafka::error::KafkaError::ConsumerCommit(
+                rdkafka::types::RDKafkaErrorCode::NoOffset,
+            )) => {}
+            Err(e) => tracing::warn!(error = %e, "final offset commit failed"),
+        }
+        self.consumer.unsubscribe();
+        Ok(())
+    }
+
+    /// Waits for the first record, then gathers more for at most `wait` or a full batch.
+    /// Poison records go to the dead-letter topic here. `None` when shutdown began.
+    async fn next_batch(&self, wait: Duration, mut stop: watch::Receiver<bool>) -> Option<Batch> {
+        let mut batch = Batch::default();
+        let deadline = loop {
+            tokio::select! {
+                received = self.consumer.recv() => match received {
+                    Ok(message) => {
+                        self.take(&mut batch, &message).await;
+                        break tokio::time::Instant::now() + wait;
+                    }
+                    Err(e) => {
+                        tracing::warn!(error = %e, "kafka receive failed");
+                        tokio::time::sleep(Duration::from_millis(100)).await;
+                    }
+                },
+                () = stopped(&mut stop) => return None,
+            }
+        };
+        while batch.issuances.len() < self.config.batch_size {
+            match tokio::time::timeout_at(deadline, self.consumer.recv()).await {
+                Ok(Ok(message)) => self.take(&mut batch, &message).await,
+                Ok(Err(e)) => tracing::warn!(error = %e, "kafka receive failed"),
+                Err(_elapsed) => break,
+            }
+        }
+        Some(batch)
+    }
+
+    async fn take(&self, batch: &mut Batch, message: &impl Message) {
+        match decode(message.payload()) {
+            Ok(issuance) => batch.issuances.push(issuance),
+            Err(poison) => {
+                tracing::warn!(reason = %poison, partition = message.partition(), offset = message.offset(), "dead-lettering a record");
+                self.dead_letters.send(message, &poison.to_string()).await;
+            }
+        }
+        batch
+            .last_offsets
+            .insert(message.partition(), message.offset());
+    }
+
+    /// Writes the batch, retrying with backoff while the database fails. The offsets do not
+    /// move meanwhile. Returns false only when shutdown interrupted the retries.
+    async fn persist(&self, issuances: &[Issuance], mut stop: watch::Receiver<bool>) -> bool {
+        let mut backoff = Duration::from_millis(50);
+        loop {
+            match self.ledger.write(issuances).await {
+                Ok(written) => {
+                    log_written(written, issuances.len());
+                    return true;
+                }
+                Err(e) => {
+                    if e.is_integrity_violation() {
+                        tracing::error!(error = %e, "ledger constraint refused a planned batch");
+                    } else {
+                        tracing::warn!(error = %e, "writing the batch failed; retrying");
+                    }
+                    tokio::select! {
+                        () = tokio::time::sleep(backoff) => {}
+                        () = stopped(&mut stop) => return false,
+                    }
+                    backoff = (backoff * 2).min(Duration::from_secs(5));
+                }
+            }
+        }
+    }
+}
+
+/// Completes once shutdown began.
+async fn stopped(stop: &mut watch::Receiver<bool>) {
+    // An error means the sender is gone, which only happens after it sent `true`.
+    let _ = stop.wait_for(|stopped| *stopped).await;
+}
+
+/// Records gathered for one transaction, and the last offset seen per partition.
+#[derive(Default)]
+struct Batch {
+    issuances: Vec<Issuance>,
+    last_offsets: BTreeMap<i32, i64>,
+}
+
+fn log_written(written: Written, size: usize) {
+    tracing::debug!(
+        size,
+        inserted = written.inserted,
+        rejected = written.rejected,
+        redelivered = written.redelivered,
+        "batch committed"
+    );
+}

@@ -1,0 +1,149 @@
+//! `couponctl verify`: the invariant checker an operator runs against a live deployment.
+//! Read-only by default. Exits non-zero when any invariant is breached.
+
+use std::time::Duration;
+
+use anyhow::{Context, bail};
+use ingress::gate::Gate;
+use ingress::reconcile::{self, CampaignReport};
+use rdkafka::ClientConfig;
+use rdkafka::consumer::{BaseConsumer, Consumer};
+use schema::ids::CampaignId;
+
+#[derive(Debug, clap::Args)]
+pub struct Args {
+    /// Only this campaign (default: every campaign that ended less than a day ago or later).
+    #[arg(long)]
+    campaign: Option<String>,
+    /// Repair the gate from the ledger: re-seed campaigns Redis lost, and when quiet set the
+    /// gate's counters to the ledger's figures.
+    #[arg(long)]
+    repair: bool,
+    #[arg(
+        long,
+        env = "DATABASE_URL",
+        default_value = "postgres://postgres@127.0.0.1:5432/coupon"
+    )]
+    database_url: String,
+    #[arg(long, env = "REDIS_URL", default_value = "redis://127.0.0.1:6379/0")]
+    redis_url: String,
+    #[arg(long, env = "REDIS_KEY_PREFIX", default_value = "coupon:")]
+    redis_key_prefix: String,
+    #[arg(long, env = "KAFKA_BROKERS", default_value = "127.0.0.1:9092")]
+    kafka_brokers: String,
+    #[arg(long, env = "CONSUMER_GROUP", default_value = "coupon-persister")]
+    group_id: String,
+    #[arg(long, env = "TOPIC_ISSUANCE_REQUESTED", default_value = schema::topics::ISSUANCE_REQUESTED)]
+    topic_requested: String,
+}
+
+pub async fn run(args: Args) -> anyhow::Result<()> {
+    let (db, connection) = tokio_postgres::connect(&args.database_url, tokio_postgres::NoTls)
+        .await
+        .context("connecting to DATABASE_URL")?;
+    tokio::spawn(connection);
+    let gate = Gate::connect(
+        &args.redis_url,
+        &args.redis_key_prefix,
+        Duration::from_secs(5),
+        Duration::from_secs(7),
+    )
+    .await
+    .context("connecting to REDIS_URL")?;
+    let lag = consumer_lag(&args).await?;
+    println!(
+        "consumer group {} lag on {}: {lag}",
+        args.group_id, args.topic_requested
+    );
+
+    let campaigns: Vec<CampaignId> = match &args.campaign {
+        Some(id) => vec![id.parse().context("--campaign")?],
+        None => db
+            .query(
+                "SELECT id FROM campaigns WHERE ends_at > now() - interval '1 day' ORDER BY id",
+                &[],
+            )
+            .await?
+            .iter()
+            .map(|row| CampaignId(row.get(0)))
+            .collect(),
+    };
+    let mut breached = 0;
+    for id in campaigns {
+        let mut report = reconcile::report(&db, &gate, &id).await?;
+        if args.repair {
+            report = repair(&db, &gate, report, lag).await?;
+        }
+        let quiet = lag == 0 && report.journal == 0;
+        let breaches = if quiet {
+            report.quiet_breaches()
+        } else {
+            report.breaches()
+        };
+        println!("{report}{}", if quiet { "" } else { " (not quiet)" });
+        for breach in &breaches {
+            println!("  BREACH {breach}");
+        }
+        breached += usize::from(!breaches.is_empty());
+    }
+    if breached > 0 {
+        bail!("{breached} campaigns breach an invariant");
+    }
+    Ok(())
+}
+
+async fn repair(
+    db: &tokio_postgres::Client,
+    gate: &Gate,
+    report: CampaignReport,
+    lag: i64,
+) -> anyhow::Result<CampaignReport> {
+    if report.remaining.is_none() {
+        if reconcile::reseed_from_ledger(db, gate, &report.id).await? {
+            println!("repaired: re-seeded campaign {} from the ledger", report.id);
+        }
+    } else if lag == 0 && reconcile::repair_counters(gate, &report).await? {
+        println!(
+            "repaired: gate counters of {} set from the ledger",
+            report.id
+        );
+    }
+    Ok(reconcile::report(db, gate, &report.id).await?)
+}
+
+/// Records on the topic the consumer group has not committed yet, over all partitions.
+async fn consumer_lag(args: &Args) -> anyhow::Result<i64> {
+    let brokers = args.kafka_brokers.clone();
+    let group = args.group_id.clone();
+    let topic = args.topic_requested.clone();
+    tokio::task::spawn_blocking(move || {
+        let consumer: BaseConsumer = ClientConfig::new()
+            .set("bootstrap.servers", &brokers)
+            .set("group.id", &group)
+            .set("enable.auto.commit", "false")
+            .create()?;
+        let timeout = Duration::from_secs(10);
+        let metadata = consumer.fetch_metadata(Some(&topic), timeout)?;
+        let partitions: Vec<i32> = metadata
+            .topics()
+            .iter()
+            .flat_map(|t| t.partitions().iter().map(|p| p.id()))
+            .collect();
+        let mut assignment = rdkafka::TopicPartitionList::new();
+        for p in &partitions {
+            assignment.add_partition(&topic, *p);
+        }
+        let committed = consumer.committed_offsets(assignment, timeout)?;
+        let mut lag = 0;
+        for p in partitions {
+            let (low, high) = consumer.fetch_watermarks(&topic, p, timeout)?;
+            let done = match committed.find_partition(&topic, p).map(|e| e.offset()) {
+                Some(rdkafka::Offset::Offset(offset)) => offset,
+                _ => low,
+            };
+            lag += (high - done).max(0);
+        }
+        Ok(lag)
+    })
+    .await?
+}

@@ -1,0 +1,234 @@
+//! Operator routes: create a campaign (PostgreSQL first, then the gate) and read it with live
+//! figures from both.
+
+use schema::ids::CampaignId;
+use serde::{Deserialize, Serialize};
+use time::OffsetDateTime;
+use tokio_postgres::Row;
+use uuid::Uuid;
+
+use crate::App;
+use crate::gate::Seed;
+use crate::problem::Problem;
+
+const MAX_STOCK: u32 = 100_000_000;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum DiscountKind {
+    Fixed,
+    Percent,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Discount {
+    pub kind: DiscountKind,
+    pub value: i64,
+}
+
+/// The body of `POST /v1/admin/campaigns`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct NewCampaign {
+    pub name: String,
+    pub total_stock: u32,
+    #[serde(default = "one")]
+    pub per_user_limit: u32,
+    #[serde(with = "time::serde::rfc3339")]
+    pub starts_at: OffsetDateTime,
+    #[serde(with = "time::serde::rfc3339")]
+    pub ends_at: OffsetDateTime,
+    pub discount: Discount,
+    pub coupon_valid_days: u32,
+}
+
+fn one() -> u32 {
+    1
+}
+
+impl NewCampaign {
+    /// Every rule a campaign must meet, all reported at once.
+    pub fn validate(&self) -> Result<(), Vec<&'static str>> {
+        let mut problems = Vec::new();
+        let name = self.name.trim();
+        if name.is_empty() || name.chars().count() > 200 {
+            problems.push("name must be 1 to 200 characters");
+        }
+        if self.total_stock > MAX_STOCK {
+            problems.push("total_stock must be at most 100000000");
+        }
+        if !(1..=100).contains(&self.per_user_limit) {
+            problems.push("per_user_limit must be between 1 and 100");
+        }
+        if self.ends_at <= self.starts_at {
+            problems.push("ends_at must be after starts_at");
+        }
+        match self.discount.kind {
+            _ if self.discount.value <= 0 => problems.push("discount.value must be positive"),
+            DiscountKind::Percent if self.discount.value > 100 => {
+                problems.push("discount.value of a percent discount must be at most 100")
+            }
+            _ => {}
+        }
+        if !(1..=3650).contains(&self.coupon_valid_days) {
+            problems.push("coupon_valid_days must be between 1 and 3650");
+        }
+        if problems.is_empty() {
+            Ok(())
+        } else {
+            Err(problems)
+        }
+    }
+}
+
+/// A campaign as operators see it, with live figures.
+#[derive(Debug, Serialize)]
+pub struct CampaignView {
+    pub id: CampaignId,
+    pub name: String,
+    pub status: &'static str,
+    pub total_stock: i64,
+    pub per_user_limit: i32,
+    #[serde(with = "time::serde::rfc3339")]
+    pub starts_at: OffsetDateTime,
+    #[serde(with = "time::serde::rfc3339")]
+    pub ends_at: OffsetDateTime,
+    pub discount: Discount,
+    pub coupon_valid_days: i32,
+    #[serde(with = "time::serde::rfc3339")]
+    pub created_at: OffsetDateTime,
+    /// Stock left in the gate (Redis); `null` when the gate does not know the campaign.
+    pub remaining: Option<i64>,
+    /// Requests admitted by the gate (Redis).
+    pub accepted: Option<i64>,
+    /// Coupons persisted in the ledger (PostgreSQL).
+    pub issued: i64,
+}
+
+pub async fn create(app: &App, body: &[u8]) -> Result<CampaignView, Problem> {
+    let new: NewCampaign = serde_json::from_slice(body)
+        .map_err(|e| Problem::BadRequest(format!("invalid campaign: {e}")))?;
+    new.validate()
+        .map_err(|problems| Problem::BadRequest(problems.join("; ")))?;
+    let id = CampaignId(Uuid::now_v7());
+    let db = app.db().await?;
+    let statement = db
+        .prepare_cached(include_str!("sql/campaign_insert.sql"))
+        .await
+        .map_err(db_problem)?;
+    let kind = match new.discount.kind {
+        DiscountKind::Fixed => "fixed",
+        DiscountKind::Percent => "percent",
+    };
+    db.execute(
+        &statement,
+        &[
+            &id.0,
+            &new.name.trim(),
+            &(new.total_stock as i32),
+            &(new.per_user_limit as i32),
+            &new.starts_at,
+            &new.ends_at,
+            &kind,
+            &new.discount.value,
+            &(new.coupon_valid_days as i32),
+        ],
+    )
+    .await
+    .map_err(db_problem)?;
+
+    // The ledger row exists first, so the gate never admits for a campaign the ledger lacks.
+    let seed = Seed {
+        total_stock: new.total_stock,
+        per_user_limit: new.per_user_limit,
+        starts_ms: unix_ms(new.starts_at),
+        ends_ms: unix_ms(new.ends_at),
+    };
+    if let Err(e) = app.gate.seed(&id, seed).await {
+        tracing::warn!(campaign = %id, error = %e, "seeding the gate failed; undoing the campaign");
+        let undo = db
+            .prepare_cached(include_str!("sql/campaign_delete_by_id.sql"))
+            .await
+            .map_err(db_problem)?;
+        db.execute(&undo, &[&id.0]).await.map_err(db_problem)?;
+        return Err(Problem::Unavailable {
+            detail: "redis is unavailable; the campaign was not created",
+            retry_after_secs: 1,
+        });
+    }
+    view(app, &id).await?.ok_or(Problem::Internal)
+}
+
+/// The operator view, or `None` when the ledger has no such campaign.
+pub async fn view(app: &App, id: &CampaignId) -> Result<Option<CampaignView>, Problem> {
+    let db = app.db().await?;
+    let statement = db
+        .prepare_cached(include_str!("sql/campaign_select_by_id.sql"))
+        .await
+        .map_err(db_problem)?;
+    let Some(row) = db
+        .query_opt(&statement, &[&id.0])
+        .await
+        .map_err(db_problem)?
+    else {
+        return Ok(None);
+    };
+    let figures = app.gate.figures(id).await.map_err(|e| {
+        tracing::warn!(error = %e, "reading gate figures failed");
+        crate::redis_unavailable()
+    })?;
+    from_row(id, &row, figures).map(Some)
+}
+
+fn from_row(
+    id: &CampaignId,
+    row: &Row,
+    figures: Option<crate::gate::Figures>,
+) -> Result<CampaignView, Problem> {
+    let get = |e: tokio_postgres::Error| db_problem(e);
+    let starts_at: OffsetDateTime = row.try_get("starts_at").map_err(get)?;
+    let ends_at: OffsetDateTime = row.try_get("ends_at").map_err(get)?;
+    let closed_at: Option<OffsetDateTime> = row.try_get("closed_at").map_err(get)?;
+    let now = OffsetDateTime::now_utc();
+    let status = match closed_at {
+        Some(_) => "closed",
+        None if now < starts_at => "scheduled",
+        None if now >= ends_at => "ended",
+        None => "open",
+    };
+    let kind = match row.try_get::<_, &str>("discount_kind").map_err(get)? {
+        "percent" => DiscountKind::Percent,
+        _ => DiscountKind::Fixed,
+    };
+    Ok(CampaignView {
+        id: *id,
+        name: row.try_get("name").map_err(get)?,
+        status,
+        total_stock: i64::from(row.try_get::<_, i32>("total_stock").map_err(get)?),
+        per_user_limit: row.try_get("per_user_limit").map_err(get)?,
+        starts_at,
+        ends_at,
+        discount: Discount {
+            kind,
+            value: row.try_get("discount_value").map_err(get)?,
+        },
+        coupon_valid_days: row.try_get("coupon_valid_days").map_err(get)?,
+        created_at: row.try_get("created_at").map_err(get)?,
+        remaining: figures.map(|f| f.remaining),
+        accepted: figures.map(|f| f.accepted),
+        issued: i64::from(row.try_get::<_, i32>("issued_count").map_err(get)?),
+    })
+}
+
+pub(crate) fn unix_ms(t: OffsetDateTime) -> i64 {
+    (t.unix_timestamp_nanos() / 1_000_000) as i64
+}
+
+pub(crate) fn db_problem(e: tokio_postgres::Error) -> Problem {
+    tracing::warn!(error = %e, "postgres request failed");
+    Problem::Unavailable {
+        detail: "the database is unavailable",
+        retry_after_secs: 1,
+    }
+}

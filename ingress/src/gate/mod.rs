@@ -1,0 +1,436 @@
+//! The gate: stock, holders and admissions of each campaign in Redis.
+//!
+//! All keys of one campaign share the hash tag `{c:<campaign id>}`, so each script touches a single
+//! Redis Cluster slot. Scripts are sent by SHA and reloaded by the client on `NOSCRIPT`.
+//!
+//! **Invariant:** a request is admitted only by `reserve.lua`, which checks window, per-user
+//! limit and stock and records the admission and its journal entry in the same atomic call.
+//! Redis unreachable means the caller gets an error (503), never an admission without the check.
+//!
+//! **Invariant:** a journal entry ends exactly one way: cleared once Kafka confirmed the event,
+//! released (`release.lua`) after a definitive refusal, or claimed by the sweeper
+//! (`claim.lua`) and re-produced. A claimed entry can no longer be released.
+
+use std::time::Duration;
+
+use redis::aio::{ConnectionManager, ConnectionManagerConfig};
+use schema::ids::{CampaignId, IssuanceId, UserId};
+use uuid::Uuid;
+
+/// The keys of one campaign.
+struct Keys {
+    meta: String,
+    holders: String,
+    slots: String,
+    admissions: String,
+    journal: String,
+    rolling: String,
+    released: String,
+}
+
+impl Keys {
+    fn new(prefix: &str, campaign: &CampaignId) -> Self {
+        let tag = format!("{prefix}{{c:{campaign}}}");
+        Keys {
+            meta: format!("{tag}:meta"),
+            holders: format!("{tag}:holders"),
+            slots: format!("{tag}:slots"),
+            admissions: format!("{tag}:admissions"),
+            journal: format!("{tag}:journal"),
+            rolling: format!("{tag}:rolling"),
+            released: format!("{tag}:released"),
+        }
+    }
+}
+
+/// The outcome of one reservation attempt.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Reservation {
+    /// Admitted: the user's coupon number `seq`, admitted at `requested_ms` by the Redis clock.
+    Accepted {
+        seq: u32,
+        requested_ms: i64,
+    },
+    /// The user is at the limit; their newest reservation (absent only after a partial loss).
+    Duplicate {
+        reservation: Option<Uuid>,
+    },
+    SoldOut,
+    NotOpen,
+    UnknownCampaign,
+}
+
+/// A recorded admission, for status reads.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Admission {
+    Pending(Admitted),
+    Released { user: String, reason: String },
+}
+
+/// What the gate recorded when it admitted a request: enough to rebuild its event.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Admitted {
+    pub user: String,
+    pub seq: u32,
+    pub requested_ms: i64,
+}
+
+impl Admitted {
+    /// Parses the admissions hash value `"<seq>:<requested_ms>:<user>"`.
+    fn parse(value: &str) -> Option<Admitted> {
+        let mut parts = value.splitn(3, ':');
+        Some(Admitted {
+            seq: parts.next()?.parse().ok()?,
+            requested_ms: parts.next()?.parse().ok()?,
+            user: parts.next()?.to_owned(),
+        })
+    }
+}
+
+/// A journal entry the sweeper claimed: its event must be produced again.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Overdue {
+    pub issuance: IssuanceId,
+    pub admitted: Admitted,
+}
+
+/// What the gate is seeded with when a campaign is created.
+#[derive(Debug, Clone, Copy)]
+pub struct Seed {
+    pub total_stock: u32,
+    pub per_user_limit: u32,
+    pub starts_ms: i64,
+    pub ends_ms: i64,
+}
+
+/// Live counters of a campaign in the gate.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Figures {
+    pub remaining: i64,
+    pub accepted: i64,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum GateError {
+    #[error("redis: {0}")]
+    Redis(#[from] redis::RedisError),
+    #[error("unexpected reply from the gate script: {0}")]
+    Protocol(String),
+}
+
+/// Handle to the gate. Cheap to clone: one multiplexed, self-reconnecting connection.
+#[derive(Clone)]
+pub struct Gate {
+    conn: ConnectionManager,
+    prefix: String,
+    /// How long after admission an unconfirmed reservation is rolled forward.
+    journal_deadline_ms: u64,
+    reserve: std::sync::Arc<redis::Script>,
+    release: std::sync::Arc<redis::Script>,
+    claim: std::sync::Arc<redis::Script>,
+}
+
+impl Gate {
+    pub async fn connect(
+        url: &str,
+        prefix: &str,
+        timeout: Duration,
+        journal_deadline: Duration,
+    ) -> Result<Self, GateError> {
+        let client = redis::Client::open(url)?;
+        let config = ConnectionManagerConfig::new()
+            .set_connection_timeout(Some(timeout))
+            .set_response_timeout(Some(timeout))
+            .set_number_of_retries(2);
+        let conn = ConnectionManager::new_with_config(client, config).await?;
+        let gate = Gate {
+            conn,
+            prefix: prefix.to_owned(),
+            journal_deadline_ms: journal_deadline.as_millis() as u64,
+            reserve: std::sync::Arc::new(redis::Script::new(include_str!("reserve.lua"))),
+            release: std::sync::Arc::new(redis::Script::new(include_str!("release.lua"))),
+            claim: std::sync::Arc::new(redis::Script::new(include_str!("claim.lua"))),
+        };
+        // Load the scripts up front so the first burst does not pay for it.
+        let mut conn = gate.conn.clone();
+        for script in [&gate.reserve, &gate.release, &gate.claim] {
+            script.prepare_invoke().load_async(&mut conn).await?;
+        }
+        Ok(gate)
+    }
+
+    /// Checks and records one request in a single atomic script call.
+    pub async fn reserve(
+        &self,
+        campaign: &CampaignId,
+        user: &UserId,
+        reservation: &Uuid,
+    ) -> Result<Reservation, GateError> {
+        let keys = Keys::new(&self.prefix, campaign);
+        let mut conn = self.conn.clone();
+        let (outcome, id, seq, now): (String, String, i64, i64) = self
+            .reserve
+            .key(&keys.meta)
+            .key(&keys.holders)
+            .key(&keys.slots)
+            .key(&keys.admissions)
+            .key(&keys.journal)
+            .arg(user.as_str())
+            .arg(reservation.simple().to_string())
+            .arg(self.journal_deadline_ms)
+            .invoke_async(&mut conn)
+            .await?;
+        Ok(match outcome.as_str() {
+            "accepted" => Reservation::Accepted {
+                seq: u32::try_from(seq).map_err(|_| GateError::Protocol(outcome.clone()))?,
+                requested_ms: now,
+            },
+            "duplicate" => Reservation::Duplicate {
+                reservation: Uuid::try_parse(&id).ok(),
+            },
+            "sold-out" => Reservation::SoldOut,
+            "not-open" => Reservation::NotOpen,
+            "unknown" => Reservation::UnknownCampaign,
+            other => return Err(GateError::Protocol(other.to_owned())),
+        })
+    }
+
+    /// Hands an admission's unit back (Kafka definitively refused its event). Idempotent; refuses
+    /// (returns false) once the sweeper claimed the reservation.
+    pub async fn release(&self, issuance: &IssuanceId, reason: &str) -> Result<bool, GateError> {
+        let keys = Keys::new(&self.prefix, &issuance.campaign);
+        let mut conn = self.conn.clone();
+        let released: i64 = self
+            .release
+            .key(&keys.meta)
+            .key(&keys.holders)
+            .key(&keys.slots)
+            .key(&keys.admissions)
+            .key(&keys.journal)
+            .key(&keys.rolling)
+            .key(&keys.released)
+            .arg(issuance.reservation.simple().to_string())
+            .arg(reason)
+            .invoke_async(&mut conn)
+            .await?;
+        Ok(released == 1)
+    }
+
+    /// Makes a new campaign known to the gate. Only fills fields that are absent, so running it
+    /// twice never resets a campaign's counters.
+    pub async fn seed(&self, campaign: &CampaignId, seed: Seed) -> Result<(), GateError> {
+        self.write_meta(campaign, seed, i64::from(seed.total_stock), 0)
+            .await
+    }
+
+    async fn write_meta(
+        &self,
+        campaign: &CampaignId,
+        seed: Seed,
+        remaining: i64,
+        accepted: i64,
+    ) -> Result<(), GateError> {
+        let keys = Keys::new(&self.prefix, campaign);
+        let mut conn = self.conn.clone();
+        let mut pipe = redis::pipe();
+        pipe.atomic();
+        for (field, value) in [
+            ("remaining", remaining),
+            ("accepted", accepted),
+            ("limit", i64::from(seed.per_user_limit)),
+            ("starts_ms", seed.starts_ms),
+            ("ends_ms", seed.ends_ms),
+            ("closed", 0),
+        ] {
+            pipe.hset_nx(&keys.meta, field, value).ignore();
+        }
+        pipe.query_async::<()>(&mut conn).await?;
+        Ok(())
+    }
+
+    /// Remaining stock and admissions of a campaign, if the gate knows it.
+    pub async fn figures(&self, campaign: &CampaignId) -> Result<Option<Figures>, GateError> {
+        let keys = Keys::new(&self.prefix, campaign);
+        let mut conn = self.conn.clone();
+        let (remaining, accepted): (Option<i64>, Option<i64>) = redis::cmd("HMGET")
+            .arg(&keys.meta)
+            .arg("remaining")
+            .arg("accepted")
+            .query_async(&mut conn)
+            .await?;
+        Ok(remaining.map(|remaining| Figures {
+            remaining,
+            accepted: accepted.unwrap_or(0),
+        }))
+    }
+
+    /// The admission behind an issuance id, pending or released.
+    pub async fn admission(&self, issuance: &IssuanceId) -> Result<Option<Admission>, GateError> {
+        let keys = Keys::new(&self.prefix, &issuance.campaign);
+        let field = issuance.reservation.simple().to_string();
+        let mut conn = self.conn.clone();
+        let (pending, released): (Option<String>, Option<String>) = redis::pipe()
+            .hget(&keys.admissions, &field)
+            .hget(&keys.released, &field)
+            .query_async(&mut conn)
+            .await?;
+        if let Some(value) = pending {
+            return Admitted::parse(&value)
+                .map(|admitted| Some(Admission::Pending(admitted)))
+                .ok_or(GateError::Protocol(value));
+        }
+        Ok(released.and_then(|value| {
+            let (reason, user) = value.split_once(':')?;
+            Some(Admission::Released {
+                user: user.to_owned(),
+                reason: reason.to_owned(),
+            })
+        }))
+    }
+
+    /// Round trip to Redis, for readiness.
+    pub async fn ping(&self) -> Result<(), GateError> {
+        let mut conn = self.conn.clone();
+        redis::cmd("PING").query_async::<()>(&mut conn).await?;
+        Ok(())
+    }
+
+    /// Claims up to `max` journal entries past their deadline for re-production. A claim lasts
+    /// `hold`; an entry not cleared by then is claimed again.
+    pub async fn claim_overdue(
+        &self,
+        campaign: &CampaignId,
+        hold: Duration,
+        max: usize,
+    ) -> Result<Vec<Overdue>, GateError> {
+        let keys = Keys::new(&self.prefix, campaign);
+        let mut conn = self.conn.clone();
+        let flat: Vec<String> = self
+            .claim
+            .key(&keys.admissions)
+            .key(&keys.journal)
+            .key(&keys.rolling)
+            .arg(hold.as_millis() as u64)
+            .arg(max)
+            .invoke_async(&mut conn)
+            .await?;
+        flat.chunks(2)
+            .map(|pair| match pair {
+                [id, value] => {
+                    let reservation =
+                        Uuid::try_parse(id).map_err(|_| GateError::Protocol(id.clone()))?;
+                    let admitted =
+                        Admitted::parse(value).ok_or_else(|| GateError::Protocol(value.clone()))?;
+                    Ok(Overdue {
+                        issuance: IssuanceId {
+                            campaign: *campaign,
+                            reservation,
+                        },
+                        admitted,
+                    })
+                }
+                _ => Err(GateError::Protocol("odd claim reply".to_owned())),
+            })
+            .collect()
+    }
+
+    /// Removes confirmed reservations from the journal, one atomic pipeline per campaign.
+    pub async fn clear(&self, confirmed: &[IssuanceId]) -> Result<(), GateError> {
+        let mut by_campaign: std::collections::HashMap<CampaignId, Vec<String>> =
+            std::collections::HashMap::new();
+        for issuance in confirmed {
+            by_campaign
+                .entry(issuance.campaign)
+                .or_default()
+                .push(issuance.reservation.simple().to_string());
+        }
+        let mut conn = self.conn.clone();
+        for (campaign, ids) in by_campaign {
+            let keys = Keys::new(&self.prefix, &campaign);
+            redis::pipe()
+                .atomic()
+                .zrem(&keys.journal, &ids)
+                .ignore()
+                .hdel(&keys.rolling, &ids)
+                .ignore()
+                .query_async::<()>(&mut conn)
+                .await?;
+        }
+        Ok(())
+    }
+
+    /// Reservations not yet confirmed by Kafka.
+    pub async fn journal_len(&self, campaign: &CampaignId) -> Result<u64, GateError> {
+        let keys = Keys::new(&self.prefix, campaign);
+        let mut conn = self.conn.clone();
+        Ok(redis::cmd("ZCARD")
+            .arg(&keys.journal)
+            .query_async(&mut conn)
+            .await?)
+    }
+
+    /// Rebuilds a campaign the gate lost (Redis restarted empty) from the ledger: who holds which
+    /// coupon first, then the counters, so the campaign reappears only once its holders are known.
+    /// `coupons` are (user, seq, coupon id). Does nothing when the gate still knows the campaign.
+    pub async fn reseed(
+        &self,
+        campaign: &CampaignId,
+        seed: Seed,
+        issued: u32,
+        coupons: &[(String, u32, Uuid)],
+    ) -> Result<bool, GateError> {
+        let keys = Keys::new(&self.prefix, campaign);
+        let mut conn = self.conn.clone();
+        let exists: bool = redis::cmd("EXISTS")
+            .arg(&keys.meta)
+            .query_async(&mut conn)
+            .await?;
+        if exists {
+            return Ok(false);
+        }
+        let mut held: std::collections::HashMap<&str, u32> = std::collections::HashMap::new();
+        for chunk in coupons.chunks(1_000) {
+            let mut pipe = redis::pipe();
+            for (user, seq, coupon) in chunk {
+                let slot = format!("{seq}:{user}");
+                pipe.hset(&keys.slots, slot, coupon.simple().to_string())
+                    .ignore();
+                let count = held.entry(user).or_default();
+                *count = (*count).max(*seq);
+            }
+            pipe.query_async::<()>(&mut conn).await?;
+        }
+        let holders: Vec<(&str, u32)> = held.into_iter().collect();
+        for chunk in holders.chunks(1_000) {
+            redis::cmd("HSET")
+                .arg(&keys.holders)
+                .arg(chunk)
+                .query_async::<()>(&mut conn)
+                .await?;
+        }
+        let remaining = i64::from(seed.total_stock.saturating_sub(issued));
+        self.write_meta(campaign, seed, remaining, i64::from(issued))
+            .await?;
+        Ok(true)
+    }
+
+    /// Sets the counters from the ledger when the system is quiet (reconciliation repair).
+    pub async fn set_counters(
+        &self,
+        campaign: &CampaignId,
+        remaining: i64,
+        accepted: i64,
+    ) -> Result<(), GateError> {
+        let keys = Keys::new(&self.prefix, campaign);
+        let mut conn = self.conn.clone();
+        redis::cmd("HSET")
+            .arg(&keys.meta)
+            .arg("remaining")
+            .arg(remaining)
+            .arg("accepted")
+            .arg(accepted)
+            .query_async::<()>(&mut conn)
+            .await?;
+        Ok(())
+    }
+}

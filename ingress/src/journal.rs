@@ -1,0 +1,172 @@
+//! Settling the journal of reservations: confirmed ones are cleared in batches, overdue ones are
+//! rolled forward by the sweeper, and campaigns the gate lost are re-seeded from the ledger.
+//!
+//! Every step is idempotent and safe with several ingress pods: a claim is atomic in Redis, a
+//! re-produced event carries the original issuance id, and the consumer de-duplicates on it.
+//! Losing a confirmation (queue full, Redis error, shutdown) only means the sweeper re-produces
+//! that event once more.
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use schema::ids::{CampaignId, IssuanceId};
+use schema::proto::IssuanceRequested;
+use tokio::sync::{mpsc, watch};
+
+use crate::App;
+use crate::gate::{Gate, Overdue};
+
+/// Most confirmations waiting to be cleared; beyond it they are dropped (and re-produced later).
+const CONFIRMATION_QUEUE: usize = 65_536;
+/// Most journal entries one claim takes.
+const CLAIM_BATCH: usize = 256;
+
+/// The hot path's handle: reports reservations Kafka confirmed.
+#[derive(Clone)]
+pub struct Confirmations {
+    tx: mpsc::Sender<IssuanceId>,
+}
+
+impl Confirmations {
+    /// Starts the task that clears confirmed reservations from the journal in batches.
+    pub fn spawn(gate: Gate) -> Confirmations {
+        let (tx, mut rx) = mpsc::channel::<IssuanceId>(CONFIRMATION_QUEUE);
+        tokio::spawn(async move {
+            let mut batch = Vec::with_capacity(2_048);
+            while rx.recv_many(&mut batch, 2_048).await > 0 {
+                if let Err(e) = gate.clear(&batch).await {
+                    tracing::warn!(error = %e, count = batch.len(), "clearing confirmed reservations failed; the sweeper will re-produce them");
+                }
+                batch.clear();
+            }
+        });
+        Confirmations { tx }
+    }
+
+    /// Never waits: a full queue drops the confirmation (the sweeper then re-produces it).
+    pub fn confirm(&self, issuance: IssuanceId) {
+        let _ = self.tx.try_send(issuance);
+    }
+}
+
+/// Sweeps overdue journal entries every `SWEEP_INTERVAL_MS` and re-reads live campaigns (and
+/// re-seeds lost ones) every `RECONCILE_INTERVAL_MS`, until `stop` turns true.
+pub async fn sweep(app: Arc<App>, mut stop: watch::Receiver<bool>) {
+    let interval = Duration::from_millis(app.config.sweep_interval_ms);
+    let refresh = Duration::from_millis(app.config.reconcile_interval_ms);
+    let hold = app.config.journal_deadline();
+    let mut campaigns: Vec<CampaignId> = Vec::new();
+    let mut refreshed: Option<Instant> = None;
+    loop {
+        tokio::select! {
+            () = tokio::time::sleep(interval) => {}
+            _ = stop.wait_for(|stopped| *stopped) => return,
+        }
+        if refreshed.is_none_or(|at| at.elapsed() >= refresh) {
+            match live_campaigns(&app).await {
+                Ok(live) => {
+                    campaigns = live;
+                    refreshed = Some(Instant::now());
+                    reseed_lost(&app, &campaigns).await;
+                }
+                Err(e) => tracing::warn!(error = ?e, "reading live campaigns failed"),
+            }
+        }
+        for campaign in &campaigns {
+            roll_forward(&app, campaign, hold).await;
+        }
+    }
+}
+
+/// Claims and re-produces a campaign's overdue reservations until none are left.
+async fn roll_forward(app: &App, campaign: &CampaignId, hold: Duration) {
+    loop {
+        let overdue = match app.gate.claim_overdue(campaign, hold, CLAIM_BATCH).await {
+            Ok(overdue) if overdue.is_empty() => return,
+            Ok(overdue) => overdue,
+            Err(e) => {
+                tracing::warn!(error = %e, campaign = %campaign, "claiming overdue reservations failed");
+                return;
+            }
+        };
+        tracing::info!(campaign = %campaign, count = overdue.len(), "rolling reservations forward");
+        let sends = overdue.iter().map(|o| async move {
+            match app.publisher.publish(&event_of(o)).await {
+                Ok(()) => Some(o.issuance),
+                Err(e) => {
+                    tracing::warn!(error = %e, issuance = %o.issuance, "re-producing failed; retried after the claim lapses");
+                    None
+                }
+            }
+        });
+        let confirmed: Vec<IssuanceId> = futures_util::future::join_all(sends)
+            .await
+            .into_iter()
+            .flatten()
+            .collect();
+        let complete = confirmed.len() == overdue.len();
+        if let Err(e) = app.gate.clear(&confirmed).await {
+            tracing::warn!(error = %e, "clearing rolled-forward reservations failed");
+        }
+        if !complete || overdue.len() < CLAIM_BATCH {
+            return;
+        }
+    }
+}
+
+/// The event of a reservation, rebuilt from its admission record: identical to the original.
+pub fn event_of(overdue: &Overdue) -> IssuanceRequested {
+    IssuanceRequested {
+        issuance_id: overdue.issuance.to_string(),
+        campaign_id: overdue.issuance.campaign.to_string(),
+        user_id: overdue.admitted.user.clone(),
+        seq: overdue.admitted.seq,
+        requested_at_ms: overdue.admitted.requested_ms,
+    }
+}
+
+/// Campaigns whose journal may still hold entries.
+async fn live_campaigns(app: &App) -> Result<Vec<CampaignId>, crate::problem::Problem> {
+    let db = app.db().await?;
+    let statement = db
+        .prepare_cached(include_str!("sql/campaigns_select_live.sql"))
+        .await
+        .map_err(crate::campaigns::db_problem)?;
+    let rows = db
+        .query(&statement, &[])
+        .await
+        .map_err(crate::campaigns::db_problem)?;
+    rows.iter()
+        .map(|row| {
+            Ok(CampaignId(
+                row.try_get("id").map_err(crate::campaigns::db_problem)?,
+            ))
+        })
+        .collect()
+}
+
+/// Re-seeds every live campaign whose gate keys are gone (Redis restarted empty or failed over
+/// without them) from the ledger.
+async fn reseed_lost(app: &App, campaigns: &[CampaignId]) {
+    for id in campaigns {
+        match app.gate.figures(id).await {
+            Ok(Some(_)) => continue,
+            Ok(None) => {}
+            Err(e) => {
+                tracing::warn!(error = %e, "reading gate figures failed");
+                return;
+            }
+        }
+        let Ok(db) = app.db().await else {
+            return;
+        };
+        match crate::reconcile::reseed_from_ledger(&db, &app.gate, id).await {
+            Ok(true) => tracing::warn!(
+                campaign = %id,
+                "the gate had lost this campaign; re-seeded it from the ledger"
+            ),
+            Ok(false) => {}
+            Err(e) => tracing::warn!(error = %e, "re-seeding failed"),
+        }
+    }
+}

@@ -1,0 +1,177 @@
+//! The HTTP ingress of the coupon pipeline.
+//!
+//! # Layout
+//! - [`config`]: every setting, from the environment and the command line.
+//! - [`auth`]: bearer token verification (HS256 in development, RS256/ES256 from a JWKS file).
+//! - [`rules`]: the reservation rules as pure logic, which `gate/reserve.lua` implements.
+//! - [`gate`]: stock, holders and admissions in Redis, one atomic Lua call per request.
+//! - [`publish`]: the idempotent Kafka producer of `IssuanceRequested` events.
+//! - [`journal`]: clearing confirmed reservations, rolling overdue ones forward, re-seeding.
+//! - [`reconcile`]: gate against ledger, per campaign: breaches and repair.
+//! - [`issuances`] and [`campaigns`]: the user and operator routes.
+//! - [`routes`]: HTTP routing, body limits and problem responses.
+//!
+//! [`App::build`] connects to the dependencies; [`run`] serves a bound listener until the
+//! shutdown future completes, then drains in-flight requests and flushes the producer.
+
+pub mod auth;
+pub mod campaigns;
+pub mod config;
+pub mod gate;
+pub mod issuances;
+pub mod journal;
+pub mod problem;
+pub mod publish;
+pub mod reconcile;
+pub mod routes;
+pub mod rules;
+
+use std::convert::Infallible;
+use std::future::Future;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Duration;
+
+use anyhow::Context;
+use hyper::service::service_fn;
+use hyper_util::rt::{TokioIo, TokioTimer};
+use tokio::net::TcpListener;
+
+pub use config::Config;
+
+/// Everything a request handler needs, shared by all connections.
+pub struct App {
+    pub config: Config,
+    pub verifier: auth::Verifier,
+    pub gate: gate::Gate,
+    pub publisher: publish::Publisher,
+    /// Reservations Kafka confirmed, on their way out of the journal.
+    pub confirmations: journal::Confirmations,
+    /// Operator routes and status reads only; the issuance path never waits on PostgreSQL.
+    pub db: deadpool_postgres::Pool,
+    /// False once shutdown begins, so load balancers stop sending new requests.
+    pub ready: AtomicBool,
+}
+
+impl App {
+    /// Connects to Redis, Kafka and PostgreSQL. Fails when Redis or the topic is unreachable.
+    pub async fn build(config: Config) -> anyhow::Result<Arc<App>> {
+        let verifier = match &config.jwks_file {
+            Some(path) => auth::Verifier::from_jwks_file(path, config.jwt_leeway_secs)
+                .context("loading JWT_JWKS_FILE")?,
+            None => {
+                auth::Verifier::hs256(config.jwt_hs256_secret.as_bytes(), config.jwt_leeway_secs)
+            }
+        };
+        let gate = gate::Gate::connect(
+            &config.redis_url,
+            &config.redis_key_prefix,
+            config.redis_timeout(),
+            config.journal_deadline(),
+        )
+        .await
+        .context("connecting to REDIS_URL")?;
+        let publisher = publish::Publisher::new(
+            &config.kafka_brokers,
+            &config.topic_requested,
+            config.kafka_message_timeout_ms,
+            config.kafka_linger_ms,
+        )
+        .context("creating the Kafka producer")?;
+        publisher
+            .check(Duration::from_secs(10))
+            .await
+            .context("looking up TOPIC_ISSUANCE_REQUESTED on KAFKA_BROKERS")?;
+        let db = schema::service::pg_pool(&config.database_url, config.database_pool_size)
+            .context("DATABASE_URL")?;
+        let confirmations = journal::Confirmations::spawn(gate.clone());
+        Ok(Arc::new(App {
+            config,
+            verifier,
+            confirmations,
+            gate,
+            publisher,
+            db,
+            ready: AtomicBool::new(true),
+        }))
+    }
+
+    /// A pooled PostgreSQL connection, or 503.
+    pub async fn db(&self) -> Result<deadpool_postgres::Object, problem::Problem> {
+        self.db.get().await.map_err(|e| {
+            tracing::warn!(error = %e, "no postgres connection");
+            problem::Problem::Unavailable {
+                detail: "the database is unavailable",
+                retry_after_secs: 1,
+            }
+        })
+    }
+}
+
+pub(crate) fn redis_unavailable() -> problem::Problem {
+    problem::Problem::Unavailable {
+        detail: "the reservation store is unavailable; retry",
+        retry_after_secs: 1,
+    }
+}
+
+/// Serves `listener` (and runs the journal sweeper) until `shutdown` completes, then stops
+/// accepting, lets in-flight requests finish (bounded), and flushes the producer so every
+/// answered event is on the broker.
+pub async fn run(
+    listener: TcpListener,
+    app: Arc<App>,
+    shutdown: impl Future<Output = ()>,
+) -> anyhow::Result<()> {
+    let graceful = hyper_util::server::graceful::GracefulShutdown::new();
+    let mut http = hyper::server::conn::http1::Builder::new();
+    http.timer(TokioTimer::new())
+        .header_read_timeout(Duration::from_secs(10))
+        .keep_alive(true);
+    let (stop_sweeper, sweeper_stopped) = tokio::sync::watch::channel(false);
+    let sweeper = tokio::spawn(journal::sweep(app.clone(), sweeper_stopped));
+    tokio::pin!(shutdown);
+    loop {
+        tokio::select! {
+            accepted = listener.accept() => {
+                let (stream, _) = match accepted {
+                    Ok(pair) => pair,
+                    Err(e) => {
+                        // Out of file descriptors and similar: back off instead of spinning.
+                        tracing::warn!(error = %e, "accept failed");
+                        tokio::time::sleep(Duration::from_millis(50)).await;
+                        continue;
+                    }
+                };
+                let _ = stream.set_nodelay(true);
+                let app = app.clone();
+                let service = service_fn(move |request| {
+                    let app = app.clone();
+                    async move { Ok::<_, Infallible>(routes::handle(&app, request).await) }
+                });
+                let connection = graceful.watch(http.serve_connection(TokioIo::new(stream), service));
+                tokio::spawn(async move {
+                    if let Err(e) = connection.await {
+                        tracing::debug!(error = %e, "connection ended with an error");
+                    }
+                });
+            }
+            () = &mut shutdown => break,
+        }
+    }
+    app.ready.store(false, Ordering::SeqCst);
+    drop(listener);
+    let _ = stop_sweeper.send(true);
+    tokio::select! {
+        () = graceful.shutdown() => {}
+        () = tokio::time::sleep(Duration::from_secs(30)) => {
+            tracing::warn!("in-flight requests did not finish within 30 s");
+        }
+    }
+    let _ = sweeper.await;
+    let publisher = app.publisher.clone();
+    tokio::task::spawn_blocking(move || publisher.flush(Duration::from_secs(10)))
+        .await?
+        .context("flushing the Kafka producer")?;
+    Ok(())
+}

@@ -1,0 +1,125 @@
+//! RFC 9457 problem details: every error the API returns, with a stable `type` per cause.
+
+use bytes::Bytes;
+use http::{HeaderValue, Response, StatusCode, header};
+use http_body_util::Full;
+
+/// One way a request can fail, as the caller must read it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Problem {
+    Unauthorized(String),
+    Forbidden,
+    NotFound(&'static str),
+    BadRequest(String),
+    MethodNotAllowed,
+    PayloadTooLarge,
+    UnsupportedMediaType,
+    CampaignNotOpen,
+    /// The user is at the limit; the id of their newest issuance, when the gate still has it.
+    AlreadyIssued {
+        issuance_id: Option<String>,
+    },
+    SoldOut,
+    /// A dependency is unavailable or did not answer in time; retry after the given seconds.
+    Unavailable {
+        detail: &'static str,
+        retry_after_secs: u32,
+    },
+    Internal,
+}
+
+impl Problem {
+    fn parts(&self) -> (StatusCode, &'static str, &'static str) {
+        match self {
+            Problem::Unauthorized(_) => (StatusCode::UNAUTHORIZED, "unauthorized", "Unauthorized"),
+            Problem::Forbidden => (StatusCode::FORBIDDEN, "forbidden", "Forbidden"),
+            Problem::NotFound(_) => (StatusCode::NOT_FOUND, "not-found", "Not found"),
+            Problem::BadRequest(_) => (StatusCode::BAD_REQUEST, "bad-request", "Bad request"),
+            Problem::MethodNotAllowed => (
+                StatusCode::METHOD_NOT_ALLOWED,
+                "method-not-allowed",
+                "Method not allowed",
+            ),
+            Problem::PayloadTooLarge => (
+                StatusCode::PAYLOAD_TOO_LARGE,
+                "payload-too-large",
+                "Request body too large",
+            ),
+            Problem::UnsupportedMediaType => (
+                StatusCode::UNSUPPORTED_MEDIA_TYPE,
+                "unsupported-media-type",
+                "Request body must be application/json",
+            ),
+            Problem::CampaignNotOpen => (
+                StatusCode::FORBIDDEN,
+                "campaign-not-open",
+                "The campaign is not open for issuance",
+            ),
+            Problem::AlreadyIssued { .. } => (
+                StatusCode::CONFLICT,
+                "already-issued",
+                "A coupon of this campaign is already issued to you",
+            ),
+            Problem::SoldOut => (StatusCode::GONE, "sold-out", "The campaign is sold out"),
+            Problem::Unavailable { .. } => (
+                StatusCode::SERVICE_UNAVAILABLE,
+                "unavailable",
+                "Temporarily unavailable",
+            ),
+            Problem::Internal => (
+                StatusCode::INTERNAL_SERVER_ERROR,
+                "internal",
+                "Internal error",
+            ),
+        }
+    }
+
+    pub fn into_response(self) -> Response<Full<Bytes>> {
+        let (status, slug, title) = self.parts();
+        let mut body = serde_json::json!({
+            "type": format!("/problems/{slug}"),
+            "title": title,
+            "status": status.as_u16(),
+        });
+        let detail = match &self {
+            Problem::Unauthorized(d) | Problem::BadRequest(d) => Some(d.as_str()),
+            Problem::NotFound(d) => Some(*d),
+            Problem::Unavailable { detail, .. } => Some(*detail),
+            _ => None,
+        };
+        if let Some(detail) = detail {
+            body["detail"] = detail.into();
+        }
+        if let Problem::AlreadyIssued {
+            issuance_id: Some(id),
+        } = &self
+        {
+            body["issuance_id"] = id.as_str().into();
+        }
+        let mut response = Response::new(Full::new(Bytes::from(body.to_string())));
+        *response.status_mut() = status;
+        let headers = response.headers_mut();
+        headers.insert(
+            header::CONTENT_TYPE,
+            HeaderValue::from_static("application/problem+json"),
+        );
+        match &self {
+            Problem::Unavailable {
+                retry_after_secs, ..
+            } => {
+                headers.insert(header::RETRY_AFTER, HeaderValue::from(*retry_after_secs));
+            }
+            Problem::Unauthorized(_) => {
+                headers.insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"));
+            }
+            _ => {}
+        }
+        response
+    }
+}
+
+impl From<crate::auth::AuthError> for Problem {
+    fn from(e: crate::auth::AuthError) -> Self {
+        Problem::Unauthorized(e.to_string())
+    }
+}

@@ -1,0 +1,183 @@
+//! Routing: path and method to handler, body limits, and the conversion of every outcome to a
+//! JSON or problem response.
+
+use std::sync::atomic::Ordering;
+
+use bytes::Bytes;
+use http::{HeaderValue, Method, Request, Response, StatusCode, header};
+use http_body_util::{BodyExt, Full, Limited};
+use hyper::body::Incoming;
+use schema::ids::{CampaignId, IssuanceId};
+use serde::Serialize;
+
+use crate::auth::Principal;
+use crate::problem::Problem;
+use crate::{App, campaigns, issuances};
+
+type Reply = Response<Full<Bytes>>;
+
+pub async fn handle(app: &App, request: Request<Incoming>) -> Reply {
+    match route(app, request).await {
+        Ok(reply) => reply,
+        Err(problem) => problem.into_response(),
+    }
+}
+
+async fn route(app: &App, request: Request<Incoming>) -> Result<Reply, Problem> {
+    let path = request.uri().path().to_owned();
+    let segments: Vec<&str> = path.trim_start_matches('/').split('/').collect();
+    let method = request.method().clone();
+    match (segments.as_slice(), &method) {
+        (["healthz"], &Method::GET) => {
+            Ok(json(StatusCode::OK, &serde_json::json!({"status": "ok"})))
+        }
+        (["readyz"], &Method::GET) => readyz(app).await,
+        (["v1", "campaigns", id, "issuances"], &Method::POST) => {
+            let caller = authenticate(app, &request)?;
+            let campaign = parse_campaign(id)?;
+            read_body(app, request).await?;
+            let accepted = issuances::request(app, &caller, campaign).await?;
+            let mut reply = json(StatusCode::ACCEPTED, &accepted);
+            let location = format!("/v1/issuances/{}", accepted.issuance_id);
+            if let Ok(value) = HeaderValue::from_str(&location) {
+                reply.headers_mut().insert(header::LOCATION, value);
+            }
+            Ok(reply)
+        }
+        (["v1", "issuances", id], &Method::GET) => {
+            let caller = authenticate(app, &request)?;
+            let issuance: IssuanceId = id
+                .parse()
+                .map_err(|e: schema::ids::IdError| Problem::BadRequest(e.to_string()))?;
+            let status = issuances::status(app, &caller, issuance).await?;
+            Ok(json(StatusCode::OK, &status))
+        }
+        (["v1", "admin", "campaigns"], &Method::POST) => {
+            admin(app, &request)?;
+            let body = read_body(app, request).await?;
+            let view = campaigns::create(app, &body).await?;
+            let mut reply = json(StatusCode::CREATED, &view);
+            if let Ok(value) = HeaderValue::from_str(&format!("/v1/admin/campaigns/{}", view.id)) {
+                reply.headers_mut().insert(header::LOCATION, value);
+            }
+            Ok(reply)
+        }
+        (["v1", "admin", "campaigns", id], &Method::GET) => {
+            admin(app, &request)?;
+            let campaign = parse_campaign(id)?;
+            let view = campaigns::view(app, &campaign)
+                .await?
+                .ok_or(Problem::NotFound("unknown campaign"))?;
+            Ok(json(StatusCode::OK, &view))
+        }
+        (
+            ["healthz"]
+            | ["readyz"]
+            | ["v1", "campaigns", _, "issuances"]
+            | ["v1", "issuances", _]
+            | ["v1", "admin", "campaigns"]
+            | ["v1", "admin", "campaigns", _],
+            _,
+        ) => Err(Problem::MethodNotAllowed),
+        _ => Err(Problem::NotFound("no such route")),
+    }
+}
+
+fn authenticate(app: &App, request: &Request<Incoming>) -> Result<Principal, Problem> {
+    let header = request
+        .headers()
+        .get(header::AUTHORIZATION)
+        .map(HeaderValue::as_bytes);
+    Ok(app.verifier.verify_header(header)?)
+}
+
+fn admin(app: &App, request: &Request<Incoming>) -> Result<Principal, Problem> {
+    let caller = authenticate(app, request)?;
+    if caller.admin {
+        Ok(caller)
+    } else {
+        Err(Problem::Forbidden)
+    }
+}
+
+fn parse_campaign(id: &str) -> Result<CampaignId, Problem> {
+    id.parse()
+        .map_err(|e: schema::ids::IdError| Problem::BadRequest(e.to_string()))
+}
+
+/// Reads the whole body within the size limit. A non-empty body must be a JSON object; fields
+/// the route does not use are ignored (the token, not the body, names the user).
+async fn read_body(app: &App, request: Request<Incoming>) -> Result<Bytes, Problem> {
+    let limit = app.config.max_body_bytes;
+    let declared = request
+        .headers()
+        .get(header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<u64>().ok());
+    if declared.is_some_and(|len| len > limit as u64) {
+        return Err(Problem::PayloadTooLarge);
+    }
+    let json_content = request
+        .headers()
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .is_none_or(|v| v.starts_with("application/json"));
+    let body = Limited::new(request.into_body(), limit)
+        .collect()
+        .await
+        .map_err(|_| Problem::PayloadTooLarge)?
+        .to_bytes();
+    if body.is_empty() {
+        return Ok(body);
+    }
+    if !json_content {
+        return Err(Problem::UnsupportedMediaType);
+    }
+    match serde_json::from_slice::<serde_json::Value>(&body) {
+        Ok(serde_json::Value::Object(_)) => Ok(body),
+        Ok(_) => Err(Problem::BadRequest("body must be a JSON object".to_owned())),
+        Err(e) => Err(Problem::BadRequest(format!("body is not valid JSON: {e}"))),
+    }
+}
+
+async fn readyz(app: &App) -> Result<Reply, Problem> {
+    if !app.ready.load(Ordering::SeqCst) {
+        return Err(Problem::Unavailable {
+            detail: "shutting down",
+            retry_after_secs: 1,
+        });
+    }
+    app.gate
+        .ping()
+        .await
+        .map_err(|_| crate::redis_unavailable())?;
+    app.publisher
+        .check(std::time::Duration::from_secs(2))
+        .await
+        .map_err(|_| Problem::Unavailable {
+            detail: "kafka is unreachable",
+            retry_after_secs: 1,
+        })?;
+    Ok(json(
+        StatusCode::OK,
+        &serde_json::json!({"status": "ready"}),
+    ))
+}
+
+fn json(status: StatusCode, body: &impl Serialize) -> Reply {
+    match serde_json::to_vec(body) {
+        Ok(bytes) => {
+            let mut reply = Response::new(Full::new(Bytes::from(bytes)));
+            *reply.status_mut() = status;
+            reply.headers_mut().insert(
+                header::CONTENT_TYPE,
+                HeaderValue::from_static("application/json"),
+            );
+            reply
+        }
+        Err(e) => {
+            tracing::error!(error = %e, "response serialisation failed");
+            Problem::Internal.into_response()
+        }
+    }
+}

@@ -1,0 +1,1 @@
+DELETE FROM campaigns WHERE id = $1 AND issued_count = 0

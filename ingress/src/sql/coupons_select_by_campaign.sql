@@ -1,0 +1,3 @@
+SELECT user_id, seq, id
+FROM coupons
+WHERE campaign_id = $1

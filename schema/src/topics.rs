@@ -1,0 +1,20 @@
+//! Topic names and record keys of the published contract (docs/ARCHITECTURE.md, SPEC section 5).
+
+/// Requested issuances, produced by the ingress, consumed by the consumer group.
+pub const ISSUANCE_REQUESTED: &str = "coupon.issuance.requested.v1";
+/// Persisted coupons, for downstream teams.
+pub const COUPON_ISSUED: &str = "coupon.issued.v1";
+/// Campaign lifecycle events.
+pub const CAMPAIGN_EVENTS: &str = "coupon.campaign.events.v1";
+/// Records the consumer could not decode, with the reason in headers.
+pub const ISSUANCE_DEAD_LETTER: &str = "coupon.issuance.requested.v1.dlq";
+
+/// Schema name and version header values for `coupon.issuance.requested.v1`.
+pub const ISSUANCE_REQUESTED_SCHEMA: &str = "coupon.v1.IssuanceRequested";
+pub const SCHEMA_VERSION: &str = "1";
+
+/// Record key `campaign:user`: every event of one user in one campaign lands on one partition,
+/// in order, while a campaign's load still spreads over all partitions.
+pub fn record_key(campaign_id: &str, user_id: &str) -> String {
+    format!("{campaign_id}:{user_id}")
+}
