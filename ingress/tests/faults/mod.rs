@@ -35,6 +35,8 @@ pub struct Answer {
     /// 0 when the connection failed (the ingress was killed).
     pub status: u16,
     pub issuance_id: Option<String>,
+    /// How long the answer took (in failure messages, to tell a slow 503 from a hang).
+    pub elapsed: Duration,
 }
 
 /// The services of one case. Field order is drop order: processes, then the fixture (whose
@@ -103,7 +105,10 @@ impl World {
     pub async fn start_ingress(&mut self) {
         let mut command = Command::new(workspace_bin("coupon-ingress"));
         command
-            .env("RUST_LOG", "info")
+            .env(
+                "RUST_LOG",
+                std::env::var("COUPON_FAULT_LOG").unwrap_or("info".into()),
+            )
             .env("INGRESS_LISTEN", format!("127.0.0.1:{}", self.port))
             .env("REDIS_URL", self.redis.url())
             .env("REDIS_KEY_PREFIX", &self.fixture.redis_prefix)
@@ -324,10 +329,24 @@ impl World {
 }
 
 impl Drop for World {
+    /// A failed case prints the end of each process log (CI keeps only the test's output) and
+    /// keeps the files; a passing case removes them unless `COUPON_KEEP_LOGS` is set.
     fn drop(&mut self) {
-        if !std::thread::panicking() {
-            for process in ["ingress", "consumer", "consumer-2"] {
-                let _ = std::fs::remove_file(self.log_path(process));
+        let failed = std::thread::panicking();
+        for process in ["ingress", "consumer", "consumer-2"] {
+            let path = self.log_path(process);
+            if failed {
+                if let Ok(text) = std::fs::read_to_string(&path) {
+                    let lines: Vec<&str> = text.lines().collect();
+                    let tail = &lines[lines.len().saturating_sub(80)..];
+                    eprintln!(
+                        "--- last lines of {} ---\n{}",
+                        path.display(),
+                        tail.join("\n")
+                    );
+                }
+            } else if std::env::var_os("COUPON_KEEP_LOGS").is_none() {
+                let _ = std::fs::remove_file(path);
             }
         }
     }
@@ -350,6 +369,7 @@ pub async fn burst(
             let url = url.clone();
             let progress = progress.clone();
             async move {
+                let started = Instant::now();
                 let sent = http
                     .post(&url)
                     .bearer_auth(token(&user, None, 3600))
@@ -363,12 +383,14 @@ pub async fn burst(
                             user,
                             status,
                             issuance_id: body["issuance_id"].as_str().map(str::to_owned),
+                            elapsed: started.elapsed(),
                         }
                     }
                     Err(_) => Answer {
                         user,
                         status: 0,
                         issuance_id: None,
+                        elapsed: started.elapsed(),
                     },
                 };
                 progress.fetch_add(1, Ordering::SeqCst);
