@@ -1,4 +1,5 @@
-//! The consumer configuration: defaults < environment < command line, validated before start.
+//! The consumer configuration (see `service::config` for where values come from), validated
+//! before start.
 
 /// Every setting of the consumer. `--help` lists each with its environment variable.
 #[derive(Debug, Clone, clap::Args)]
@@ -46,12 +47,24 @@ pub struct Config {
     /// Largest number of pooled PostgreSQL connections.
     #[arg(long, env = "DATABASE_POOL_SIZE", default_value_t = 4)]
     pub database_pool_size: usize,
+
+    /// Address of the operations listener: `/healthz`, `/readyz` and `/metrics`.
+    #[arg(long, env = "CONSUMER_HTTP_LISTEN", default_value = "127.0.0.1:9090")]
+    pub http_listen: std::net::SocketAddr,
+
+    /// How often librdkafka reports statistics, the source of the per-partition lag metric.
+    #[arg(long, env = "KAFKA_STATISTICS_INTERVAL_MS", default_value_t = 5_000)]
+    pub statistics_interval_ms: u64,
+
+    #[command(flatten)]
+    pub common: service::Common,
 }
 
-impl Config {
+impl service::Validate for Config {
     /// Lists every problem at once, naming the setting, never its value.
-    pub fn validate(&self) -> Result<(), Vec<String>> {
+    fn validate(&self) -> Result<(), Vec<String>> {
         let mut problems = Vec::new();
+        self.common.problems(&mut problems);
         if !(1..=10_000).contains(&self.batch_size) {
             problems.push("CONSUMER_BATCH_SIZE must be between 1 and 10000".to_owned());
         }
@@ -81,12 +94,13 @@ impl Config {
 }
 
 impl Config {
-    /// Parses settings from arguments (first item is the program name) and the environment.
-    pub fn from_args<I, T>(args: I) -> Result<Self, clap::Error>
+    /// Parses and validates settings from arguments (first item is the program name), the
+    /// environment and files, as the binary does.
+    pub fn from_args<I, T>(args: I) -> Result<Self, service::config::Failure>
     where
         I: IntoIterator<Item = T>,
         T: Into<std::ffi::OsString> + Clone,
     {
-        schema::service::parse_args(args)
+        service::config::parse(clap::Command::new("coupon-consumer"), args)
     }
 }

@@ -6,6 +6,7 @@
 //! - [`plan`]: which issuances of a batch the ledger accepts or refuses (pure).
 //! - [`store`]: one PostgreSQL transaction per batch.
 //! - [`dead_letter`]: the dead-letter topic.
+//! - [`metrics`]: Prometheus metrics, lag from librdkafka statistics, group membership.
 //!
 //! Delivery guarantee: at least once into an idempotent ledger, so effectively once. Offsets are
 //! stored only after the batch's transaction committed (`enable.auto.offset.store=false`, the
@@ -15,14 +16,17 @@
 pub mod config;
 pub mod dead_letter;
 pub mod decode;
+pub mod metrics;
 pub mod plan;
 pub mod store;
 
 use std::collections::BTreeMap;
 use std::future::Future;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
-use anyhow::Context;
+use anyhow::Context as _;
 use rdkafka::ClientConfig;
 use rdkafka::consumer::{CommitMode, Consumer as _, StreamConsumer};
 use rdkafka::message::Message;
@@ -32,19 +36,27 @@ pub use config::Config;
 
 use crate::dead_letter::DeadLetters;
 use crate::decode::{Issuance, decode};
+use crate::metrics::{Context, Metrics};
 use crate::store::{Ledger, Written};
 
 /// A connected consumer, ready to [`Persister::run`].
 pub struct Persister {
     config: Config,
-    consumer: StreamConsumer,
+    consumer: Arc<StreamConsumer<Context>>,
     dead_letters: DeadLetters,
     ledger: Ledger,
+    metrics: Arc<Metrics>,
+    stopping: Arc<AtomicBool>,
 }
 
 impl Persister {
     pub fn build(config: Config) -> anyhow::Result<Self> {
-        let consumer: StreamConsumer = ClientConfig::new()
+        let metrics = Arc::new(Metrics::new());
+        let context = Context {
+            metrics: metrics.clone(),
+            joined: AtomicBool::new(false),
+        };
+        let consumer: StreamConsumer<Context> = ClientConfig::new()
             .set("bootstrap.servers", &config.kafka_brokers)
             .set("group.id", &config.group_id)
             .set("client.id", "coupon-consumer")
@@ -59,32 +71,59 @@ impl Persister {
                 "max.poll.interval.ms",
                 config.max_poll_interval_ms.to_string(),
             )
-            .create()
+            .set(
+                "statistics.interval.ms",
+                config.statistics_interval_ms.to_string(),
+            )
+            .create_with_context(context)
             .context("creating the Kafka consumer")?;
         consumer
             .subscribe(&[&config.topic_requested])
             .context("subscribing to TOPIC_ISSUANCE_REQUESTED")?;
         let dead_letters = DeadLetters::new(&config.kafka_brokers, &config.topic_dead_letter)
             .context("creating the dead-letter producer")?;
-        let pool = schema::service::pg_pool(&config.database_url, config.database_pool_size)
+        let pool = service::pg_pool(&config.database_url, config.database_pool_size)
             .context("DATABASE_URL")?;
         Ok(Persister {
             config,
-            consumer,
+            consumer: Arc::new(consumer),
             dead_letters,
             ledger: Ledger::new(pool),
+            metrics,
+            stopping: Arc::new(AtomicBool::new(false)),
         })
     }
 
-    /// Consumes until `shutdown` completes, then commits the stored offsets and leaves the group.
+    /// Serves `/healthz`, `/readyz` and `/metrics` on `listener` until the process ends.
+    pub fn serve_ops(&self, listener: tokio::net::TcpListener) {
+        let probe = Arc::new(Probe {
+            consumer: self.consumer.clone(),
+            stopping: self.stopping.clone(),
+        });
+        tokio::spawn(service::ops::serve(listener, probe, std::future::pending()));
+    }
+
+    /// Consumes until `shutdown` completes, then finishes the batch in hand, commits the stored
+    /// offsets and leaves the group. Past `SHUTDOWN_TIMEOUT_MS` after the signal the process
+    /// exits with status 1 (nothing is lost: uncommitted batches are redelivered).
     pub async fn run(
         self,
         shutdown: impl Future<Output = ()> + Send + 'static,
     ) -> anyhow::Result<()> {
         let (stop_tx, stop) = watch::channel(false);
+        let stopping = self.stopping.clone();
+        let bound = Duration::from_millis(self.config.common.shutdown_timeout_ms);
         tokio::spawn(async move {
             shutdown.await;
+            stopping.store(true, Ordering::SeqCst);
+            tracing::info!("shutdown: finishing the batch in hand");
             let _ = stop_tx.send(true);
+            tokio::time::sleep(bound).await;
+            tracing::error!(
+                timeout_ms = bound.as_millis() as u64,
+                "shutdown did not finish in time; exiting"
+            );
+            std::process::exit(1);
         });
         let wait = Duration::from_millis(self.config.batch_wait_ms);
         let topic = self.config.topic_requested.clone();
@@ -152,6 +191,7 @@ impl Persister {
             Err(poison) => {
                 tracing::warn!(reason = %poison, partition = message.partition(), offset = message.offset(), "dead-lettering a record");
                 self.dead_letters.send(message, &poison.to_string()).await;
+                self.metrics.dead_letters.inc();
             }
         }
         batch
@@ -163,10 +203,18 @@ impl Persister {
     /// move meanwhile. Returns false only when shutdown interrupted the retries.
     async fn persist(&self, issuances: &[Issuance], mut stop: watch::Receiver<bool>) -> bool {
         let mut backoff = Duration::from_millis(50);
+        if !issuances.is_empty() {
+            self.metrics.batch_size.observe(issuances.len() as f64);
+        }
         loop {
+            let started = std::time::Instant::now();
             match self.ledger.write(issuances).await {
                 Ok(written) => {
-                    log_written(written, issuances.len());
+                    self.metrics
+                        .commit_duration
+                        .observe(service::metrics::seconds_since(started));
+                    self.metrics.written(&written);
+                    log_written(&written, issuances.len());
                     return true;
                 }
                 Err(e) => {
@@ -199,7 +247,29 @@ struct Batch {
     last_offsets: BTreeMap<i32, i64>,
 }
 
-fn log_written(written: Written, size: usize) {
+/// What the operations endpoints report about this consumer.
+struct Probe {
+    consumer: Arc<StreamConsumer<Context>>,
+    stopping: Arc<AtomicBool>,
+}
+
+impl service::ops::Probe for Probe {
+    fn ready(&self) -> Result<(), String> {
+        if self.stopping.load(Ordering::SeqCst) {
+            return Err("shutting down".to_owned());
+        }
+        if !self.consumer.context().joined.load(Ordering::SeqCst) {
+            return Err("not yet a member of the consumer group".to_owned());
+        }
+        Ok(())
+    }
+
+    fn metrics(&self) -> String {
+        self.consumer.context().metrics.render()
+    }
+}
+
+fn log_written(written: &Written, size: usize) {
     tracing::debug!(
         size,
         inserted = written.inserted,

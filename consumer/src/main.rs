@@ -1,25 +1,18 @@
-//! `coupon-consumer`: load the configuration, start logging, persist until SIGTERM or Ctrl-C.
-
-use clap::Parser;
-
-#[derive(Parser)]
-#[command(
-    name = "coupon-consumer",
-    about = "Persisting consumer group of the coupon issuance pipeline"
-)]
-struct Cli {
-    #[command(flatten)]
-    config: consumer::Config,
-}
+//! `coupon-consumer`: read the configuration, start logging, persist until SIGTERM or Ctrl-C.
 
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
-    schema::service::init_logging();
-    let config = Cli::parse().config;
-    schema::service::exit_on_invalid(config.validate());
-    tracing::info!(group = %config.group_id, topic = %config.topic_requested, "consumer starting");
+    let config: consumer::Config = service::config::load(
+        clap::Command::new("coupon-consumer")
+            .about("Persisting consumer group of the coupon issuance pipeline")
+            .version(env!("CARGO_PKG_VERSION")),
+    );
+    service::logging::init(&config.common);
+    let ops = tokio::net::TcpListener::bind(config.http_listen).await?;
+    tracing::info!(group = %config.group_id, topic = %config.topic_requested, ops = %config.http_listen, "consumer starting");
     let persister = consumer::Persister::build(config)?;
-    persister.run(schema::service::shutdown_signal()).await?;
+    persister.serve_ops(ops);
+    persister.run(service::shutdown::signal()).await?;
     tracing::info!("consumer stopped");
     Ok(())
 }

@@ -14,10 +14,12 @@ use crate::decode::Issuance;
 use crate::plan::{Facts, plan};
 
 /// What one committed batch did.
-#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Default, Clone, PartialEq, Eq)]
 pub struct Written {
     pub inserted: u64,
     pub rejected: u64,
+    /// Refused admissions by reason (`Rejection::as_str`).
+    pub rejections: Vec<(&'static str, u64)>,
     pub redelivered: u64,
 }
 
@@ -125,11 +127,12 @@ impl Ledger {
             tx.execute(&reject, &[&c.id, &c.campaign, &c.user, &c.seq, &reasons])
                 .await?;
             written.rejected = plan.reject.len() as u64;
-            let mut by_reason: HashMap<&str, usize> = HashMap::new();
-            for reason in &reasons {
-                *by_reason.entry(reason).or_default() += 1;
+            let mut by_reason: HashMap<&'static str, u64> = HashMap::new();
+            for (_, rejection) in &plan.reject {
+                *by_reason.entry(rejection.as_str()).or_default() += 1;
             }
             tracing::warn!(?by_reason, "the ledger refused admissions the gate granted");
+            written.rejections = by_reason.into_iter().collect();
         }
         tx.commit().await?;
         Ok(written)

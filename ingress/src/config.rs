@@ -1,4 +1,5 @@
-//! The ingress configuration: defaults < environment < command line, validated before start.
+//! The ingress configuration (see `service::config` for where values come from), validated
+//! before start.
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -86,12 +87,24 @@ pub struct Config {
     /// Largest request body accepted, in bytes.
     #[arg(long, env = "INGRESS_MAX_BODY_BYTES", default_value_t = 4096)]
     pub max_body_bytes: usize,
+
+    /// After SIGTERM, how long the ingress keeps serving with `/readyz` failing, so load
+    /// balancers take it out of rotation before it stops accepting connections.
+    #[arg(long, env = "SHUTDOWN_DELAY_MS", default_value_t = 5_000)]
+    pub shutdown_delay_ms: u64,
+
+    #[command(flatten)]
+    pub common: service::Common,
 }
 
-impl Config {
+impl service::Validate for Config {
     /// Lists every problem at once, naming the setting, never its value.
-    pub fn validate(&self) -> Result<(), Vec<String>> {
+    fn validate(&self) -> Result<(), Vec<String>> {
         let mut problems = Vec::new();
+        self.common.problems(&mut problems);
+        if self.shutdown_delay_ms > 300_000 {
+            problems.push("SHUTDOWN_DELAY_MS must be at most 300000".to_owned());
+        }
         if self.jwt_leeway_secs > 30 {
             problems.push("JWT_LEEWAY_SECS must be at most 30".to_owned());
         }
@@ -128,7 +141,9 @@ impl Config {
             Err(problems)
         }
     }
+}
 
+impl Config {
     pub fn redis_timeout(&self) -> Duration {
         Duration::from_millis(self.redis_timeout_ms)
     }
@@ -141,12 +156,13 @@ impl Config {
 }
 
 impl Config {
-    /// Parses settings from arguments (first item is the program name) and the environment.
-    pub fn from_args<I, T>(args: I) -> Result<Self, clap::Error>
+    /// Parses and validates settings from arguments (first item is the program name), the
+    /// environment and files, as the binary does.
+    pub fn from_args<I, T>(args: I) -> Result<Self, service::config::Failure>
     where
         I: IntoIterator<Item = T>,
         T: Into<std::ffi::OsString> + Clone,
     {
-        schema::service::parse_args(args)
+        service::config::parse(clap::Command::new("coupon-ingress"), args)
     }
 }

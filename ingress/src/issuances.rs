@@ -1,5 +1,7 @@
 //! User routes: request an issuance (the hot path) and read its status.
 
+use std::time::Instant;
+
 use schema::ids::{CampaignId, IssuanceId};
 use schema::proto::IssuanceRequested;
 use serde::Serialize;
@@ -9,6 +11,7 @@ use crate::App;
 use crate::auth::Principal;
 use crate::campaigns::db_problem;
 use crate::gate::{Admission, Reservation};
+use crate::metrics::{Outcome, Produced};
 use crate::problem::Problem;
 use crate::publish::PublishError;
 
@@ -31,14 +34,17 @@ pub async fn request(
     campaign: CampaignId,
 ) -> Result<Accepted, Problem> {
     let issuance = IssuanceId::new(campaign);
+    let started = Instant::now();
     let reservation = app
         .gate
         .reserve(&campaign, &caller.user, &issuance.reservation)
         .await
         .map_err(|e| {
+            app.metrics.reservation(Outcome::Unavailable, started);
             tracing::warn!(error = %e, "reservation failed");
             crate::redis_unavailable()
         })?;
+    app.metrics.reservation(outcome(&reservation), started);
     let (seq, requested_ms) = match reservation {
         Reservation::Accepted { seq, requested_ms } => (seq, requested_ms),
         Reservation::Duplicate { reservation } => {
@@ -62,7 +68,17 @@ pub async fn request(
         seq,
         requested_at_ms: requested_ms,
     };
-    match app.publisher.publish(&event).await {
+    let started = Instant::now();
+    let published = app.publisher.publish(&event).await;
+    app.metrics.produced(
+        match &published {
+            Ok(()) => Produced::Persisted,
+            Err(PublishError::NotPersisted(_)) => Produced::NotPersisted,
+            Err(PublishError::Uncertain(_)) => Produced::Uncertain,
+        },
+        started,
+    );
+    match published {
         Ok(()) => {
             app.confirmations.confirm(issuance);
             Ok(Accepted {
@@ -83,6 +99,16 @@ pub async fn request(
             tracing::warn!(error = %e, issuance = %issuance, "kafka outcome uncertain; reservation kept");
             Err(kafka_unavailable())
         }
+    }
+}
+
+fn outcome(reservation: &Reservation) -> Outcome {
+    match reservation {
+        Reservation::Accepted { .. } => Outcome::Accepted,
+        Reservation::Duplicate { .. } => Outcome::Duplicate,
+        Reservation::SoldOut => Outcome::SoldOut,
+        Reservation::NotOpen => Outcome::NotOpen,
+        Reservation::UnknownCampaign => Outcome::UnknownCampaign,
     }
 }
 

@@ -7,6 +7,7 @@
 //! that event once more.
 
 use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
 use schema::ids::{CampaignId, IssuanceId};
@@ -25,27 +26,44 @@ const CLAIM_BATCH: usize = 256;
 #[derive(Clone)]
 pub struct Confirmations {
     tx: mpsc::Sender<IssuanceId>,
+    /// Confirmations queued or being cleared.
+    pending: Arc<AtomicUsize>,
 }
 
 impl Confirmations {
     /// Starts the task that clears confirmed reservations from the journal in batches.
     pub fn spawn(gate: Gate) -> Confirmations {
         let (tx, mut rx) = mpsc::channel::<IssuanceId>(CONFIRMATION_QUEUE);
+        let pending = Arc::new(AtomicUsize::new(0));
+        let cleared = pending.clone();
         tokio::spawn(async move {
             let mut batch = Vec::with_capacity(2_048);
             while rx.recv_many(&mut batch, 2_048).await > 0 {
                 if let Err(e) = gate.clear(&batch).await {
                     tracing::warn!(error = %e, count = batch.len(), "clearing confirmed reservations failed; the sweeper will re-produce them");
                 }
+                cleared.fetch_sub(batch.len(), Ordering::SeqCst);
                 batch.clear();
             }
         });
-        Confirmations { tx }
+        Confirmations { tx, pending }
     }
 
     /// Never waits: a full queue drops the confirmation (the sweeper then re-produces it).
     pub fn confirm(&self, issuance: IssuanceId) {
-        let _ = self.tx.try_send(issuance);
+        self.pending.fetch_add(1, Ordering::SeqCst);
+        if self.tx.try_send(issuance).is_err() {
+            self.pending.fetch_sub(1, Ordering::SeqCst);
+        }
+    }
+
+    /// Waits (at most two seconds) until every queued confirmation was cleared, so a stopping
+    /// ingress leaves no confirmed reservation for the sweepers to re-produce.
+    pub async fn flush(&self) {
+        let deadline = Instant::now() + Duration::from_secs(2);
+        while self.pending.load(Ordering::SeqCst) > 0 && Instant::now() < deadline {
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
     }
 }
 
@@ -68,6 +86,7 @@ pub async fn sweep(app: Arc<App>, mut stop: watch::Receiver<bool>) {
                     campaigns = live;
                     refreshed = Some(Instant::now());
                     reseed_lost(&app, &campaigns).await;
+                    count_journal(&app, &campaigns).await;
                 }
                 Err(e) => tracing::warn!(error = ?e, "reading live campaigns failed"),
             }
@@ -76,6 +95,23 @@ pub async fn sweep(app: Arc<App>, mut stop: watch::Receiver<bool>) {
             roll_forward(&app, campaign, hold).await;
         }
     }
+}
+
+/// Sets the journal gauge: reservations of live campaigns not yet confirmed by Kafka.
+async fn count_journal(app: &App, campaigns: &[CampaignId]) {
+    let mut total = 0u64;
+    for campaign in campaigns {
+        match app.gate.journal_len(campaign).await {
+            Ok(len) => total += len,
+            Err(e) => {
+                tracing::warn!(error = %e, "reading the journal length failed");
+                return;
+            }
+        }
+    }
+    app.metrics
+        .journal_entries
+        .set(i64::try_from(total).unwrap_or(i64::MAX));
 }
 
 /// Claims and re-produces a campaign's overdue reservations until none are left.
@@ -104,6 +140,7 @@ async fn roll_forward(app: &App, campaign: &CampaignId, hold: Duration) {
             .into_iter()
             .flatten()
             .collect();
+        app.metrics.rolled_forward.inc_by(confirmed.len() as u64);
         let complete = confirmed.len() == overdue.len();
         if let Err(e) = app.gate.clear(&confirmed).await {
             tracing::warn!(error = %e, "clearing rolled-forward reservations failed");

@@ -10,9 +10,11 @@
 //! - [`reconcile`]: gate against ledger, per campaign: breaches and repair.
 //! - [`issuances`] and [`campaigns`]: the user and operator routes.
 //! - [`routes`]: HTTP routing, body limits and problem responses.
+//! - [`metrics`]: the Prometheus metrics served on `/metrics`.
 //!
 //! [`App::build`] connects to the dependencies; [`run`] serves a bound listener until the
-//! shutdown future completes, then drains in-flight requests and flushes the producer.
+//! shutdown signal, keeps serving (not ready) for the shutdown delay, then drains in-flight
+//! requests and flushes the producer within the shutdown timeout.
 
 pub mod auth;
 pub mod campaigns;
@@ -20,6 +22,7 @@ pub mod config;
 pub mod gate;
 pub mod issuances;
 pub mod journal;
+pub mod metrics;
 pub mod problem;
 pub mod publish;
 pub mod reconcile;
@@ -51,6 +54,7 @@ pub struct App {
     pub db: deadpool_postgres::Pool,
     /// False once shutdown begins, so load balancers stop sending new requests.
     pub ready: AtomicBool,
+    pub metrics: metrics::Metrics,
 }
 
 impl App {
@@ -82,7 +86,7 @@ impl App {
             .check(Duration::from_secs(10))
             .await
             .context("looking up TOPIC_ISSUANCE_REQUESTED on KAFKA_BROKERS")?;
-        let db = schema::service::pg_pool(&config.database_url, config.database_pool_size)
+        let db = service::pg_pool(&config.database_url, config.database_pool_size)
             .context("DATABASE_URL")?;
         let confirmations = journal::Confirmations::spawn(gate.clone());
         Ok(Arc::new(App {
@@ -93,6 +97,7 @@ impl App {
             publisher,
             db,
             ready: AtomicBool::new(true),
+            metrics: metrics::Metrics::new(),
         }))
     }
 
@@ -115,13 +120,15 @@ pub(crate) fn redis_unavailable() -> problem::Problem {
     }
 }
 
-/// Serves `listener` (and runs the journal sweeper) until `shutdown` completes, then stops
-/// accepting, lets in-flight requests finish (bounded), and flushes the producer so every
-/// answered event is on the broker.
+/// Serves `listener` (and runs the journal sweeper) until `signal` completes. Then readiness
+/// turns false while requests are still served for `SHUTDOWN_DELAY_MS` (load balancers take the
+/// pod out of rotation meanwhile); then the listener closes, in-flight requests finish and the
+/// producer is flushed so every answered event is on the broker, all within
+/// `SHUTDOWN_TIMEOUT_MS`.
 pub async fn run(
     listener: TcpListener,
     app: Arc<App>,
-    shutdown: impl Future<Output = ()>,
+    signal: impl Future<Output = ()>,
 ) -> anyhow::Result<()> {
     let graceful = hyper_util::server::graceful::GracefulShutdown::new();
     let mut http = hyper::server::conn::http1::Builder::new();
@@ -130,7 +137,17 @@ pub async fn run(
         .keep_alive(true);
     let (stop_sweeper, sweeper_stopped) = tokio::sync::watch::channel(false);
     let sweeper = tokio::spawn(journal::sweep(app.clone(), sweeper_stopped));
-    tokio::pin!(shutdown);
+    let delay = Duration::from_millis(app.config.shutdown_delay_ms);
+    let stopping = async {
+        signal.await;
+        app.ready.store(false, Ordering::SeqCst);
+        tracing::info!(
+            delay_ms = delay.as_millis() as u64,
+            "shutdown: not ready, still serving"
+        );
+        tokio::time::sleep(delay).await;
+    };
+    tokio::pin!(stopping);
     loop {
         tokio::select! {
             accepted = listener.accept() => {
@@ -144,6 +161,7 @@ pub async fn run(
                     }
                 };
                 let _ = stream.set_nodelay(true);
+                let open = service::metrics::ConnectionGuard::open(&app.metrics.process.open_connections);
                 let app = app.clone();
                 let service = service_fn(move |request| {
                     let app = app.clone();
@@ -154,23 +172,30 @@ pub async fn run(
                     if let Err(e) = connection.await {
                         tracing::debug!(error = %e, "connection ended with an error");
                     }
+                    drop(open);
                 });
             }
-            () = &mut shutdown => break,
+            () = &mut stopping => break,
         }
     }
     app.ready.store(false, Ordering::SeqCst);
     drop(listener);
     let _ = stop_sweeper.send(true);
+    let bound = Duration::from_millis(app.config.common.shutdown_timeout_ms);
+    let started = std::time::Instant::now();
     tokio::select! {
         () = graceful.shutdown() => {}
-        () = tokio::time::sleep(Duration::from_secs(30)) => {
-            tracing::warn!("in-flight requests did not finish within 30 s");
+        () = tokio::time::sleep(bound) => {
+            tracing::warn!(timeout_ms = bound.as_millis() as u64, "in-flight requests did not finish in time");
         }
     }
     let _ = sweeper.await;
+    app.confirmations.flush().await;
     let publisher = app.publisher.clone();
-    tokio::task::spawn_blocking(move || publisher.flush(Duration::from_secs(10)))
+    let left = bound
+        .saturating_sub(started.elapsed())
+        .max(Duration::from_secs(1));
+    tokio::task::spawn_blocking(move || publisher.flush(left))
         .await?
         .context("flushing the Kafka producer")?;
     Ok(())

@@ -1,26 +1,17 @@
-//! `coupon-ingress`: load the configuration, start logging, serve until SIGTERM or Ctrl-C.
-
-use clap::Parser;
-
-#[derive(Parser)]
-#[command(
-    name = "coupon-ingress",
-    about = "HTTP ingress of the coupon issuance pipeline"
-)]
-struct Cli {
-    #[command(flatten)]
-    config: ingress::Config,
-}
+//! `coupon-ingress`: read the configuration, start logging, serve until SIGTERM or Ctrl-C.
 
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
-    schema::service::init_logging();
-    let config = Cli::parse().config;
-    schema::service::exit_on_invalid(config.validate());
+    let config: ingress::Config = service::config::load(
+        clap::Command::new("coupon-ingress")
+            .about("HTTP ingress of the coupon issuance pipeline")
+            .version(env!("CARGO_PKG_VERSION")),
+    );
+    service::logging::init(&config.common);
     let listener = tokio::net::TcpListener::bind(config.listen).await?;
     tracing::info!(listen = %config.listen, "ingress starting");
     let app = ingress::App::build(config).await?;
-    ingress::run(listener, app, schema::service::shutdown_signal()).await?;
+    ingress::run(listener, app, service::shutdown::signal()).await?;
     tracing::info!("ingress stopped");
     Ok(())
 }

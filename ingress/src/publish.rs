@@ -239,6 +239,11 @@ impl Publisher {
         .unwrap_or(Err(KafkaError::Canceled))
     }
 
+    /// Events handed to the producer and not yet answered by a delivery report.
+    pub fn queued(&self) -> usize {
+        usize::try_from(self.generation().producer.in_flight_count()).unwrap_or(0)
+    }
+
     /// Waits for every queued event's delivery report (shutdown).
     pub fn flush(&self, timeout: Duration) -> Result<(), KafkaError> {
         self.generation().producer.flush(timeout)

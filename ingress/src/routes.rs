@@ -17,9 +17,28 @@ use crate::{App, campaigns, issuances};
 type Reply = Response<Full<Bytes>>;
 
 pub async fn handle(app: &App, request: Request<Incoming>) -> Reply {
-    match route(app, request).await {
+    let started = std::time::Instant::now();
+    let label = route_label(request.uri().path());
+    let reply = match route(app, request).await {
         Ok(reply) => reply,
         Err(problem) => problem.into_response(),
+    };
+    app.metrics.request(label, reply.status().as_u16(), started);
+    reply
+}
+
+/// The route's name in metrics: one of a fixed set, whatever the path holds.
+fn route_label(path: &str) -> &'static str {
+    let segments: Vec<&str> = path.trim_start_matches('/').split('/').collect();
+    match segments.as_slice() {
+        ["healthz"] => "healthz",
+        ["readyz"] => "readyz",
+        ["metrics"] => "metrics",
+        ["v1", "campaigns", _, "issuances"] => "issuances",
+        ["v1", "issuances", _] => "issuance",
+        ["v1", "admin", "campaigns"] => "admin_campaigns",
+        ["v1", "admin", "campaigns", _] => "admin_campaign",
+        _ => "other",
     }
 }
 
@@ -32,6 +51,7 @@ async fn route(app: &App, request: Request<Incoming>) -> Result<Reply, Problem> 
             Ok(json(StatusCode::OK, &serde_json::json!({"status": "ok"})))
         }
         (["readyz"], &Method::GET) => readyz(app).await,
+        (["metrics"], &Method::GET) => Ok(metrics(app)),
         (["v1", "campaigns", id, "issuances"], &Method::POST) => {
             let caller = authenticate(app, &request)?;
             let campaign = parse_campaign(id)?;
@@ -73,6 +93,7 @@ async fn route(app: &App, request: Request<Incoming>) -> Result<Reply, Problem> 
         (
             ["healthz"]
             | ["readyz"]
+            | ["metrics"]
             | ["v1", "campaigns", _, "issuances"]
             | ["v1", "issuances", _]
             | ["v1", "admin", "campaigns"]
@@ -162,6 +183,16 @@ async fn readyz(app: &App) -> Result<Reply, Problem> {
         StatusCode::OK,
         &serde_json::json!({"status": "ready"}),
     ))
+}
+
+fn metrics(app: &App) -> Reply {
+    service::metrics::set_count(&app.metrics.producer_queue, app.publisher.queued());
+    let mut reply = Response::new(Full::new(Bytes::from(app.metrics.render())));
+    reply.headers_mut().insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static(service::metrics::CONTENT_TYPE),
+    );
+    reply
 }
 
 fn json(status: StatusCode, body: &impl Serialize) -> Reply {

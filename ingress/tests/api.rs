@@ -4,6 +4,7 @@
 
 mod faults;
 mod loadtest;
+mod operations;
 mod support;
 
 use std::collections::{HashMap, HashSet};

@@ -5,11 +5,9 @@
 //! - [`ids`]: validated identifiers (campaign, user, issuance) and the issuance id format.
 //! - [`migrate`]: the versioned SQL migrations of the ledger in `migrations/`, embedded in the binary.
 //! - [`topics`]: default topic names and the record key format.
-//! - [`service`]: process plumbing of the binaries (logging, configuration, shutdown, pool).
 
 pub mod ids;
 pub mod migrate;
-pub mod service;
 pub mod topics;
 
 /// Generated protobuf types (`coupon.v1`). Never edited by hand.

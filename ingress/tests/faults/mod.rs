@@ -50,12 +50,24 @@ pub struct World {
     pub redis: PrivateRedis,
     pub broker: PrivateBroker,
     pub port: u16,
+    /// The first consumer's operations port (`/metrics`, `/readyz`).
+    pub consumer_ops_port: u16,
+    /// Settings of the ingress process beyond the suite's defaults.
+    pub ingress_env: Vec<(&'static str, &'static str)>,
     pub http: reqwest::Client,
     pub name: &'static str,
 }
 
 impl World {
     pub async fn start(name: &'static str) -> World {
+        World::start_with(name, Vec::new()).await
+    }
+
+    /// As [`World::start`], with extra environment for the ingress process.
+    pub async fn start_with(
+        name: &'static str,
+        ingress_env: Vec<(&'static str, &'static str)>,
+    ) -> World {
         let redis = PrivateRedis::start().await;
         let broker = PrivateBroker::start().await;
         let fixture = Fixture::on_brokers(3, &broker.brokers()).await;
@@ -70,6 +82,8 @@ impl World {
             redis,
             broker,
             port: free_port(),
+            consumer_ops_port: free_port(),
+            ingress_env,
             http: reqwest::Client::builder()
                 .timeout(Duration::from_secs(10))
                 .pool_max_idle_per_host(64)
@@ -86,7 +100,7 @@ impl World {
         format!("http://127.0.0.1:{}", self.port)
     }
 
-    fn log_path(&self, process: &str) -> std::path::PathBuf {
+    pub fn log_path(&self, process: &str) -> std::path::PathBuf {
         std::env::temp_dir().join(format!(
             "coupon-fault-{}-{}-{process}.log",
             self.name, self.fixture.id
@@ -120,7 +134,9 @@ impl World {
             .env("SWEEP_INTERVAL_MS", "200")
             .env("RECONCILE_INTERVAL_MS", "500")
             .env("DATABASE_URL", &self.fixture.database_url)
-            .env("JWT_HS256_SECRET", testkit::HS256_SECRET);
+            .env("JWT_HS256_SECRET", testkit::HS256_SECRET)
+            .env("SHUTDOWN_DELAY_MS", "0")
+            .envs(self.ingress_env.iter().copied());
         let proc = Proc::spawn_logged(&mut command, self.log("ingress"));
         self.ingress = Some(proc);
         let http = self.http.clone();
@@ -152,6 +168,15 @@ impl World {
                 "TOPIC_ISSUANCE_DEAD_LETTER",
                 &self.fixture.dead_letter_topic,
             )
+            .env(
+                "CONSUMER_HTTP_LISTEN",
+                if name == "consumer" {
+                    format!("127.0.0.1:{}", self.consumer_ops_port)
+                } else {
+                    "127.0.0.1:0".to_owned()
+                },
+            )
+            .env("KAFKA_STATISTICS_INTERVAL_MS", "1000")
             .env("KAFKA_SESSION_TIMEOUT_MS", "6000")
             .env("KAFKA_MAX_POLL_INTERVAL_MS", "6000")
             .env(

@@ -75,9 +75,9 @@ impl Stack {
             "--journal-grace-ms=500",
             "--sweep-interval-ms=200",
             "--reconcile-interval-ms=500",
+            "--shutdown-delay-ms=0",
         ])
         .expect("ingress config");
-        config.validate().expect("valid config");
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let base = format!("http://{}", listener.local_addr().unwrap());
         let app = ingress::App::build(config).await.expect("ingress starts");

@@ -46,6 +46,20 @@ impl Proc {
         assert!(status.success(), "kill -{name} {}", self.pid());
     }
 
+    /// Waits for the process to exit by itself, at most `within`.
+    pub async fn exited_within(&mut self, within: Duration) -> Option<std::process::ExitStatus> {
+        let deadline = std::time::Instant::now() + within;
+        loop {
+            if let Ok(Some(status)) = self.child.try_wait() {
+                return Some(status);
+            }
+            if std::time::Instant::now() >= deadline {
+                return None;
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+
     /// SIGKILL and wait: no cleanup, no flush, as a crash.
     pub fn kill(mut self) {
         let _ = self.child.kill();

@@ -1,0 +1,167 @@
+//! The ingress's Prometheus metrics, served on `/metrics`. Every label takes its values from
+//! a small fixed set (routes, status codes, outcomes), never from user input.
+
+use std::time::Instant;
+
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::metrics::histogram::Histogram;
+use prometheus_client::registry::Registry;
+use service::metrics::{Process, latency_histogram};
+
+type Label = (&'static str, &'static str);
+
+pub struct Metrics {
+    registry: Registry,
+    pub process: Process,
+    http_requests: Family<[Label; 2], Counter>,
+    http_duration: Family<[Label; 1], Histogram, fn() -> Histogram>,
+    reservations: Family<[Label; 1], Counter>,
+    redis_duration: Family<[Label; 1], Histogram, fn() -> Histogram>,
+    produce: Family<[Label; 1], Counter>,
+    produce_duration: Histogram,
+    pub producer_queue: Gauge,
+    pub journal_entries: Gauge,
+    pub rolled_forward: Counter,
+}
+
+/// How a reservation ended, as counted.
+#[derive(Debug, Clone, Copy)]
+pub enum Outcome {
+    Accepted,
+    Duplicate,
+    SoldOut,
+    NotOpen,
+    UnknownCampaign,
+    /// Redis failed or timed out.
+    Unavailable,
+}
+
+/// What Kafka said about one produced event.
+#[derive(Debug, Clone, Copy)]
+pub enum Produced {
+    Persisted,
+    NotPersisted,
+    Uncertain,
+}
+
+impl Metrics {
+    pub fn new() -> Metrics {
+        let mut metrics = Metrics {
+            registry: Registry::default(),
+            process: Process::default(),
+            http_requests: Family::default(),
+            http_duration: Family::new_with_constructor(latency_histogram),
+            reservations: Family::default(),
+            redis_duration: Family::new_with_constructor(latency_histogram),
+            produce: Family::default(),
+            produce_duration: latency_histogram(),
+            producer_queue: Gauge::default(),
+            journal_entries: Gauge::default(),
+            rolled_forward: Counter::default(),
+        };
+        let registry = &mut metrics.registry;
+        metrics.process.register(registry);
+        registry.register(
+            "coupon_http_requests",
+            "HTTP requests answered, by route and status",
+            metrics.http_requests.clone(),
+        );
+        registry.register(
+            "coupon_http_request_duration_seconds",
+            "Time from request head to response, by route",
+            metrics.http_duration.clone(),
+        );
+        registry.register(
+            "coupon_reservations",
+            "Reservation attempts by outcome",
+            metrics.reservations.clone(),
+        );
+        registry.register(
+            "coupon_redis_duration_seconds",
+            "Redis round trips of the gate, by operation",
+            metrics.redis_duration.clone(),
+        );
+        registry.register(
+            "coupon_kafka_produce",
+            "Produced events by Kafka's answer",
+            metrics.produce.clone(),
+        );
+        registry.register(
+            "coupon_kafka_produce_duration_seconds",
+            "Time from produce to delivery report",
+            metrics.produce_duration.clone(),
+        );
+        registry.register(
+            "coupon_producer_queue_messages",
+            "Events in the producer's queue awaiting a delivery report",
+            metrics.producer_queue.clone(),
+        );
+        registry.register(
+            "coupon_journal_entries",
+            "Reservations of live campaigns awaiting Kafka's confirmation",
+            metrics.journal_entries.clone(),
+        );
+        registry.register(
+            "coupon_journal_rolled_forward",
+            "Reservations re-produced by the sweeper",
+            metrics.rolled_forward.clone(),
+        );
+        metrics
+    }
+
+    pub fn request(&self, route: &'static str, status: u16, started: Instant) {
+        self.http_requests
+            .get_or_create(&[
+                ("route", route),
+                ("status", service::metrics::status_label(status)),
+            ])
+            .inc();
+        self.http_duration
+            .get_or_create(&[("route", route)])
+            .observe(service::metrics::seconds_since(started));
+    }
+
+    pub fn reservation(&self, outcome: Outcome, started: Instant) {
+        let label = match outcome {
+            Outcome::Accepted => "accepted",
+            Outcome::Duplicate => "duplicate",
+            Outcome::SoldOut => "sold_out",
+            Outcome::NotOpen => "not_open",
+            Outcome::UnknownCampaign => "unknown_campaign",
+            Outcome::Unavailable => "unavailable",
+        };
+        self.reservations.get_or_create(&[("outcome", label)]).inc();
+        self.redis("reserve", started);
+    }
+
+    pub fn redis(&self, op: &'static str, started: Instant) {
+        self.redis_duration
+            .get_or_create(&[("op", op)])
+            .observe(service::metrics::seconds_since(started));
+    }
+
+    pub fn produced(&self, result: Produced, started: Instant) {
+        let label = match result {
+            Produced::Persisted => "persisted",
+            Produced::NotPersisted => "not_persisted",
+            Produced::Uncertain => "uncertain",
+        };
+        self.produce.get_or_create(&[("result", label)]).inc();
+        self.produce_duration
+            .observe(service::metrics::seconds_since(started));
+    }
+
+    /// The text exposition, with the process figures read now.
+    pub fn render(&self) -> String {
+        self.process.refresh();
+        service::metrics::render(&self.registry)
+    }
+}
+
+impl Default for Metrics {
+    fn default() -> Self {
+        Metrics::new()
+    }
+}

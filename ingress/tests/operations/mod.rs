@@ -1,0 +1,379 @@
+//! Operating the services: metrics after a burst, JSON logs, graceful shutdown on SIGTERM, and
+//! configuration errors. The services run as real processes (the fault suite's `World`).
+
+use std::process::Command;
+use std::sync::Arc;
+use std::sync::atomic::AtomicUsize;
+use std::time::Duration;
+
+use serde_json::Value;
+
+use crate::faults::{World, after, users};
+use crate::support::procs::workspace_bin;
+
+/// The value of one sample in a Prometheus text exposition: the line of metric `name` whose
+/// labels include every pair in `labels`.
+fn sample(text: &str, name: &str, labels: &[(&str, &str)]) -> Option<f64> {
+    text.lines()
+        .filter(|l| !l.starts_with('#'))
+        .find_map(|line| {
+            let (series, value) = line.rsplit_once(' ')?;
+            let (metric, rest) = match series.split_once('{') {
+                Some((metric, rest)) => (metric, rest.trim_end_matches('}')),
+                None => (series, ""),
+            };
+            if metric != name {
+                return None;
+            }
+            let pairs: Vec<(&str, &str)> = rest
+                .split(',')
+                .filter_map(|pair| {
+                    let (k, v) = pair.split_once('=')?;
+                    Some((k, v.trim_matches('"')))
+                })
+                .collect();
+            labels
+                .iter()
+                .all(|wanted| pairs.contains(wanted))
+                .then(|| value.parse().ok())
+                .flatten()
+        })
+}
+
+async fn scrape(http: &reqwest::Client, url: &str) -> String {
+    let response = http.get(url).send().await.unwrap();
+    assert_eq!(response.status(), 200, "{url}");
+    let content_type = response.headers()["content-type"]
+        .to_str()
+        .unwrap()
+        .to_owned();
+    assert!(content_type.contains("openmetrics-text"), "{content_type}");
+    response.text().await.unwrap()
+}
+
+/// Every line of a process log is one JSON object with a timestamp, a level and a message.
+fn assert_json_log(world: &World, process: &str) -> usize {
+    let text = std::fs::read_to_string(world.log_path(process)).unwrap();
+    let mut lines = 0;
+    for line in text.lines().filter(|l| !l.trim().is_empty()) {
+        let entry: Value = serde_json::from_str(line)
+            .unwrap_or_else(|e| panic!("{process} log line is not JSON ({e}): {line}"));
+        for field in ["timestamp", "level", "message"] {
+            assert!(
+                entry.get(field).is_some(),
+                "{process} log line without {field}: {line}"
+            );
+        }
+        lines += 1;
+    }
+    assert!(lines > 0, "{process} logged nothing");
+    lines
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn metrics_follow_a_burst_and_logs_are_json() {
+    let world = World::start("metrics").await;
+    let campaign = world.open_campaign(30).await;
+    let progress = Arc::new(AtomicUsize::new(0));
+    let answers = world.burst(&campaign, users("m", 0..50), 8, progress).await;
+    let count = |s: u16| answers.iter().filter(|a| a.status == s).count() as f64;
+    assert_eq!(count(202), 30.0);
+    world.wait_for_rows(30, "the burst persisted").await;
+
+    let ingress = scrape(&world.http, &format!("{}/metrics", world.base())).await;
+    let at = |name: &str, labels: &[(&str, &str)]| {
+        sample(&ingress, name, labels).unwrap_or_else(|| panic!("no {name} {labels:?}:\n{ingress}"))
+    };
+    assert_eq!(
+        at("coupon_reservations_total", &[("outcome", "accepted")]),
+        30.0
+    );
+    assert_eq!(
+        at("coupon_reservations_total", &[("outcome", "sold_out")]),
+        20.0
+    );
+    assert_eq!(
+        at(
+            "coupon_http_requests_total",
+            &[("route", "issuances"), ("status", "202")]
+        ),
+        30.0
+    );
+    assert_eq!(
+        at(
+            "coupon_http_requests_total",
+            &[("route", "issuances"), ("status", "410")]
+        ),
+        count(410)
+    );
+    assert_eq!(
+        at(
+            "coupon_http_request_duration_seconds_count",
+            &[("route", "issuances")]
+        ),
+        50.0
+    );
+    assert_eq!(
+        at("coupon_kafka_produce_total", &[("result", "persisted")]),
+        30.0
+    );
+    assert_eq!(at("coupon_kafka_produce_duration_seconds_count", &[]), 30.0);
+    assert_eq!(
+        at("coupon_redis_duration_seconds_count", &[("op", "reserve")]),
+        50.0
+    );
+    assert!(at("process_resident_memory_bytes", &[]) > 1e6);
+    assert!(
+        at("coupon_open_connections", &[]) >= 1.0,
+        "this scrape's own connection"
+    );
+    assert!(at("coupon_producer_queue_messages", &[]) >= 0.0);
+
+    let consumer_metrics = format!("http://127.0.0.1:{}/metrics", world.consumer_ops_port);
+    let consumer = testkit::eventually(Duration::from_secs(30), "consumer metrics", || async {
+        let text = scrape(&world.http, &consumer_metrics).await;
+        let lag_known = sample(&text, "coupon_consumer_lag_messages", &[]).is_some();
+        (sample(&text, "coupon_coupons_issued_total", &[]) == Some(30.0) && lag_known)
+            .then_some(text)
+    })
+    .await;
+    let at = |name: &str, labels: &[(&str, &str)]| {
+        sample(&consumer, name, labels)
+            .unwrap_or_else(|| panic!("no {name} {labels:?}:\n{consumer}"))
+    };
+    assert!(at("coupon_consumer_batch_size_count", &[]) >= 1.0);
+    assert_eq!(at("coupon_consumer_batch_size_sum", &[]), 30.0);
+    assert!(at("coupon_consumer_commit_duration_seconds_count", &[]) >= 1.0);
+    assert_eq!(
+        at(
+            "coupon_issuances_rejected_total",
+            &[("reason", "stock-exhausted")]
+        ),
+        0.0
+    );
+    assert_eq!(at("coupon_dead_letters_total", &[]), 0.0);
+    let ready = world
+        .http
+        .get(format!(
+            "http://127.0.0.1:{}/readyz",
+            world.consumer_ops_port
+        ))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(ready.status(), 200);
+
+    assert_json_log(&world, "ingress");
+    assert_json_log(&world, "consumer");
+}
+
+/// SIGTERM mid-burst: readiness fails at once while requests are still served for the delay,
+/// then the listener closes, in-flight requests finish, and the process exits 0. Every 202 is
+/// in the ledger, and the journal is empty without another ingress to sweep it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sigterm_mid_burst_loses_no_accepted_request_and_exits_zero() {
+    let mut world = World::start_with(
+        "sigterm",
+        vec![
+            ("SHUTDOWN_DELAY_MS", "1500"),
+            ("SHUTDOWN_TIMEOUT_MS", "10000"),
+        ],
+    )
+    .await;
+    let campaign = world.open_campaign(5_000).await;
+    let progress = Arc::new(AtomicUsize::new(0));
+    let mut ingress = world.ingress.take().unwrap();
+    let readyz = format!("{}/readyz", world.base());
+    let (answers, (ready_status, served_after_signal, exit)) = tokio::join!(
+        world.burst(&campaign, users("t", 0..1_500), 16, progress.clone()),
+        async {
+            after(&progress, 100).await;
+            ingress.signal("TERM");
+            let signalled_at = progress.load(std::sync::atomic::Ordering::SeqCst);
+            tokio::time::sleep(Duration::from_millis(500)).await;
+            let ready = world
+                .http
+                .get(&readyz)
+                .send()
+                .await
+                .map(|r| r.status().as_u16());
+            let served = progress.load(std::sync::atomic::Ordering::SeqCst) - signalled_at;
+            let exit = ingress.exited_within(Duration::from_secs(20)).await;
+            (ready, served, exit)
+        }
+    );
+    assert_eq!(
+        ready_status.ok(),
+        Some(503),
+        "not ready once SIGTERM arrived"
+    );
+    assert!(
+        served_after_signal > 0,
+        "requests are served during the delay"
+    );
+    let exit = exit.expect("the ingress exits within the shutdown bound");
+    assert!(exit.success(), "exit status {exit:?}");
+    let statuses: std::collections::BTreeSet<u16> = answers.iter().map(|a| a.status).collect();
+    assert!(
+        statuses.iter().all(|s| [202, 0].contains(s)),
+        "only 202 or a refused connection after close: {statuses:?}"
+    );
+    let accepted = answers.iter().filter(|a| a.status == 202).count();
+    let report = world.check(&campaign, &answers, false).await;
+    assert_eq!(report.coupons as usize, accepted);
+
+    // The consumer stops as cleanly: not ready, offsets committed, group left, status 0.
+    let mut consumer = world.consumer.take().unwrap();
+    consumer.signal("TERM");
+    let exit = consumer
+        .exited_within(Duration::from_secs(20))
+        .await
+        .expect("the consumer exits within the shutdown bound");
+    assert!(exit.success(), "exit status {exit:?}");
+}
+
+fn run_with(binary: &str, env: &[(&str, &str)], args: &[&str]) -> std::process::Output {
+    let mut command = Command::new(workspace_bin(binary));
+    for (name, _) in std::env::vars() {
+        if name.starts_with("JWT_") || name.starts_with("KAFKA_") || name == "DATABASE_URL" {
+            command.env_remove(name);
+        }
+    }
+    command
+        .envs(env.iter().copied())
+        .args(args)
+        .output()
+        .unwrap()
+}
+
+#[test]
+fn invalid_configuration_is_refused_with_every_problem_listed() {
+    let output = run_with(
+        "coupon-ingress",
+        &[
+            ("JWT_LEEWAY_SECS", "99"),
+            ("KAFKA_MESSAGE_TIMEOUT_MS", "5"),
+            ("SHUTDOWN_TIMEOUT_MS", "0"),
+            ("RUST_LOG", "info,[[["),
+            ("JWT_HS256_SECRET_FILE", "/nonexistent/coupon-secret"),
+            (
+                "DATABASE_URL",
+                "postgres://app:hunter2-secret@127.0.0.1/coupon",
+            ),
+        ],
+        &[],
+    );
+    assert_eq!(output.status.code(), Some(2));
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    for setting in [
+        "JWT_LEEWAY_SECS",
+        "KAFKA_MESSAGE_TIMEOUT_MS",
+        "SHUTDOWN_TIMEOUT_MS",
+        "RUST_LOG",
+        "JWT_HS256_SECRET_FILE",
+    ] {
+        assert!(stderr.contains(setting), "{setting} not named:\n{stderr}");
+    }
+    assert!(
+        !stderr.contains("hunter2"),
+        "a secret was printed:\n{stderr}"
+    );
+
+    let output = run_with(
+        "coupon-consumer",
+        &[
+            ("CONSUMER_BATCH_SIZE", "0"),
+            ("KAFKA_SESSION_TIMEOUT_MS", "20000"),
+            ("KAFKA_MAX_POLL_INTERVAL_MS", "6000"),
+            ("DATABASE_POOL_SIZE", "0"),
+        ],
+        &[],
+    );
+    assert_eq!(output.status.code(), Some(2));
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    for setting in [
+        "CONSUMER_BATCH_SIZE",
+        "KAFKA_SESSION_TIMEOUT_MS",
+        "DATABASE_POOL_SIZE",
+    ] {
+        assert!(stderr.contains(setting), "{setting} not named:\n{stderr}");
+    }
+}
+
+#[test]
+fn help_documents_every_setting() {
+    for (binary, settings) in [
+        (
+            "coupon-ingress",
+            &[
+                "INGRESS_LISTEN",
+                "REDIS_URL",
+                "KAFKA_MESSAGE_TIMEOUT_MS",
+                "JWT_JWKS_FILE",
+                "SHUTDOWN_DELAY_MS",
+                "SHUTDOWN_TIMEOUT_MS",
+                "LOG_FORMAT",
+                "RUST_LOG",
+                "COUPON_CONFIG_FILE",
+            ][..],
+        ),
+        (
+            "coupon-consumer",
+            &[
+                "CONSUMER_GROUP",
+                "CONSUMER_HTTP_LISTEN",
+                "KAFKA_STATISTICS_INTERVAL_MS",
+                "SHUTDOWN_TIMEOUT_MS",
+                "COUPON_CONFIG_FILE",
+            ][..],
+        ),
+    ] {
+        let output = run_with(
+            binary,
+            &[("JWT_HS256_SECRET", "do-not-print-me")],
+            &["--help"],
+        );
+        assert!(output.status.success());
+        let help = String::from_utf8_lossy(&output.stdout);
+        for setting in settings {
+            assert!(help.contains(setting), "{binary} --help lacks {setting}");
+        }
+        assert!(!help.contains("do-not-print-me"), "--help printed a secret");
+    }
+}
+
+/// A config file and a secret mounted as a file configure the ingress as the environment would.
+#[test]
+fn a_config_file_and_secret_files_are_read() {
+    let dir = std::env::temp_dir().join(format!("coupon-config-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let secret = dir.join("jwt-secret");
+    std::fs::write(&secret, "short\n").unwrap();
+    let file = dir.join("ingress.env");
+    std::fs::write(
+        &file,
+        format!(
+            "# ingress settings\nJWT_LEEWAY_SECS=45\nJWT_HS256_SECRET_FILE={}\n",
+            secret.display()
+        ),
+    )
+    .unwrap();
+    let output = run_with(
+        "coupon-ingress",
+        &[("COUPON_CONFIG_FILE", file.to_str().unwrap())],
+        &[],
+    );
+    std::fs::remove_dir_all(&dir).unwrap();
+    // Both values were read: each fails its own check, named without its value.
+    assert_eq!(output.status.code(), Some(2));
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(
+        stderr.contains("JWT_LEEWAY_SECS must be at most 30"),
+        "{stderr}"
+    );
+    assert!(
+        stderr.contains("JWT_HS256_SECRET must be at least 8 bytes"),
+        "{stderr}"
+    );
+    assert!(!stderr.contains("short"), "{stderr}");
+}
