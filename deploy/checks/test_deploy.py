@@ -170,7 +170,7 @@ class Properties:
         name = deployment["metadata"]["name"]
         port_names = {p["name"] for p in container["ports"]}
         for probe, path in (("livenessProbe", "/healthz"), ("readinessProbe", "/readyz"), ("startupProbe", "/healthz")):
-            self.assertIn(probe, container, f"{name}: no {probe}")
+            self.assertTrue(probe in container, f"{name}: no {probe}")
             get = container[probe]["httpGet"]
             self.assertEqual(get["path"], path, f"{name}: {probe} path")
             self.assertIn(get["port"], port_names, f"{name}: {probe} port")
