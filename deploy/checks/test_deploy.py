@@ -1,0 +1,522 @@
+"""Render-and-validate checks of the Kubernetes delivery (no cluster needed).
+
+- The Helm chart is linted (strict) and rendered with each values file in
+  helm/coupon-issuance/ci/ plus the defaults; every rendered object is validated against the
+  Kubernetes 1.31 schemas (kubernetes-validate, strict: unknown fields fail) or, for the
+  operators' kinds, against the minimal schemas in schemas/.
+- The kustomizations under k8s/ are built with deploy/kustomize.py and validated the same way.
+- The properties that matter are asserted: probes, restricted security context, the config
+  checksum, shutdown timing, hook ordering, secrets only as files, scaling bounds, alert rules
+  and dashboard coverage, and that values.schema.json refuses bad values.
+
+Run: python3 -m unittest deploy/checks/test_deploy.py  (dev/check-deploy installs the packages)
+"""
+
+from __future__ import annotations
+
+import copy
+import functools
+import hashlib
+import json
+import re
+import sys
+import unittest
+from pathlib import Path
+
+import jsonschema
+import kubernetes_validate
+import yaml
+
+import helm_python as helm
+
+ROOT = Path(__file__).resolve().parents[2]
+CHART = ROOT / "helm" / "coupon-issuance"
+SCHEMAS = Path(__file__).resolve().parent / "schemas"
+KUBE_VERSION = "1.31.0"
+RELEASE, NAMESPACE = "coupon-issuance", "coupon"
+
+sys.path.insert(0, str(ROOT / "deploy"))
+import kustomize  # noqa: E402  (deploy/kustomize.py)
+
+# Every metric the services export (docs/OPERATIONS.md); the dashboard shows each of them.
+METRICS = {
+    "coupon_http_requests_total", "coupon_http_request_duration_seconds", "coupon_reservations_total",
+    "coupon_kafka_produce_duration_seconds", "coupon_kafka_produce_total", "coupon_redis_duration_seconds",
+    "coupon_producer_queue_messages", "coupon_journal_entries", "coupon_journal_rolled_forward_total",
+    "coupon_consumer_lag_messages", "coupon_consumer_batch_size", "coupon_consumer_commit_duration_seconds",
+    "coupon_postgres_duration_seconds", "coupon_coupons_issued_total", "coupon_issuances_rejected_total",
+    "coupon_dead_letters_total", "process_resident_memory_bytes", "coupon_open_connections",
+}
+REQUIRED_ALERTS = {"CouponConsumerLagHigh", "CouponDeadLetters", "CouponHigh5xxRate",
+                   "CouponJournalBacklog", "CouponRejectedAfterAccept"}
+SECRET_SETTINGS = {"DATABASE_URL", "REDIS_URL_WITH_PASSWORD", "JWT_HS256_SECRET"}
+
+
+# ---------------------------------------------------------------------------------------------
+# Rendering and validation helpers
+
+@functools.cache
+def chart() -> helm.Chart:
+    return helm.Chart.load(str(CHART))
+
+
+def scenarios() -> dict[str, dict]:
+    """Values of each check scenario: the defaults and every ci/*-values.yaml."""
+    found = {"defaults": {}}
+    for path in sorted((CHART / "ci").glob("*-values.yaml")):
+        found[path.name.removesuffix("-values.yaml")] = yaml.safe_load(path.read_text()) or {}
+    return found
+
+
+def render(values: dict) -> dict[str, str]:
+    return chart().render(values, name=RELEASE, namespace=NAMESPACE, is_install=True)
+
+
+def objects_of(manifests: dict[str, str]) -> list[dict]:
+    objects = []
+    for path, text in sorted(manifests.items()):
+        if path.endswith("NOTES.txt"):
+            continue
+        for doc in yaml.safe_load_all(text):
+            if doc:
+                doc.setdefault("metadata", {}).setdefault("annotations", {})
+                doc["_template"] = path
+                objects.append(doc)
+    return objects
+
+
+@functools.cache
+def rendered(scenario: str) -> tuple[dict[str, str], list[dict]]:
+    manifests = render(scenarios()[scenario])
+    return manifests, objects_of(manifests)
+
+
+@functools.cache
+def crd_schema(api_version: str, kind: str) -> dict | None:
+    group_version = re.sub(r"^([^./]*)(?:\.[^/]*)?/", r"\1-", api_version)
+    path = SCHEMAS / f"{kind.lower()}-{group_version}.json"
+    return json.loads(path.read_text()) if path.exists() else None
+
+
+def validate(obj: dict) -> None:
+    """Kubernetes schema (strict), or the vendored schema of an operator's kind."""
+    clean = {k: v for k, v in obj.items() if not k.startswith("_")}
+    if not clean["metadata"].get("annotations"):
+        clean = copy.deepcopy(clean)
+        clean["metadata"].pop("annotations", None)
+    schema = crd_schema(clean["apiVersion"], clean["kind"])
+    where = f"{clean['kind']}/{clean['metadata'].get('name')} ({obj.get('_template', 'kustomize')})"
+    try:
+        if schema is not None:
+            jsonschema.Draft202012Validator(schema).validate(clean)
+        else:
+            kubernetes_validate.validate(clean, KUBE_VERSION, strict=True)
+    except (jsonschema.ValidationError, kubernetes_validate.ValidationError) as e:
+        raise AssertionError(f"{where}: {getattr(e, 'message', e)}") from None
+    except kubernetes_validate.SchemaNotFoundError:
+        raise AssertionError(f"{where}: no schema for {clean['apiVersion']} {clean['kind']}") from None
+
+
+def find(objects: list[dict], kind: str, suffix: str = "") -> list[dict]:
+    return [o for o in objects if o["kind"] == kind and o["metadata"]["name"].endswith(suffix)]
+
+
+def one(objects: list[dict], kind: str, suffix: str = "") -> dict:
+    found = find(objects, kind, suffix)
+    assert len(found) == 1, f"expected one {kind} *{suffix}, found {len(found)}"
+    return found[0]
+
+
+def pod_spec(obj: dict) -> dict:
+    return obj["spec"] if obj["kind"] == "Pod" else obj["spec"]["template"]["spec"]
+
+
+def workloads(objects: list[dict]) -> list[dict]:
+    return [o for o in objects if o["kind"] in ("Deployment", "Job", "Pod")]
+
+
+def env_of(container: dict) -> dict[str, str]:
+    return {e["name"]: e.get("value") for e in container.get("env", [])}
+
+
+# ---------------------------------------------------------------------------------------------
+# Properties shared by the chart and the plain manifests
+
+class Properties:
+    """Assertions over one set of objects (a chart rendering or a kustomize build)."""
+
+    def assert_restricted(self, obj: dict) -> None:
+        spec = pod_spec(obj)
+        name = f"{obj['kind']}/{obj['metadata']['name']}"
+        pod = spec.get("securityContext", {})
+        self.assertTrue(pod.get("runAsNonRoot"), f"{name}: pod runAsNonRoot")
+        self.assertEqual(pod.get("seccompProfile", {}).get("type"), "RuntimeDefault", f"{name}: seccomp")
+        self.assertNotEqual(pod.get("runAsUser"), 0, f"{name}: runs as root")
+        self.assertFalse(spec.get("automountServiceAccountToken", True), f"{name}: token mounted")
+        self.assertFalse(spec.get("hostNetwork") or spec.get("hostPID") or spec.get("hostIPC"), name)
+        for c in spec["containers"] + spec.get("initContainers", []):
+            sc = c.get("securityContext", {})
+            self.assertIs(sc.get("allowPrivilegeEscalation"), False, f"{name}/{c['name']}: privilege escalation")
+            self.assertIs(sc.get("readOnlyRootFilesystem"), True, f"{name}/{c['name']}: writable root")
+            self.assertEqual(sc.get("capabilities", {}).get("drop"), ["ALL"], f"{name}/{c['name']}: capabilities")
+            self.assertFalse(sc.get("privileged", False), f"{name}/{c['name']}: privileged")
+            self.assertIn("memory", c.get("resources", {}).get("limits", {}), f"{name}/{c['name']}: memory limit")
+            self.assertIn("cpu", c.get("resources", {}).get("requests", {}), f"{name}/{c['name']}: cpu request")
+            mounts = {m["mountPath"] for m in c.get("volumeMounts", [])}
+            self.assertIn("/tmp", mounts, f"{name}/{c['name']}: /tmp scratch on a read-only root")
+
+    def assert_probes(self, deployment: dict) -> None:
+        (container,) = pod_spec(deployment)["containers"]
+        name = deployment["metadata"]["name"]
+        port_names = {p["name"] for p in container["ports"]}
+        for probe, path in (("livenessProbe", "/healthz"), ("readinessProbe", "/readyz"), ("startupProbe", "/healthz")):
+            self.assertTrue(probe in container, f"{name}: no {probe}")
+            get = container[probe]["httpGet"]
+            self.assertEqual(get["path"], path, f"{name}: {probe} path")
+            self.assertIn(get["port"], port_names, f"{name}: {probe} port")
+
+    def assert_shutdown_fits(self, deployment: dict, config: dict[str, str]) -> None:
+        spec = pod_spec(deployment)
+        (container,) = spec["containers"]
+        pre_stop = container.get("lifecycle", {}).get("preStop", {}).get("sleep", {}).get("seconds", 0)
+        drain = (int(config["SHUTDOWN_DELAY_MS"]) + int(config["SHUTDOWN_TIMEOUT_MS"])) / 1000
+        self.assertGreater(spec["terminationGracePeriodSeconds"], pre_stop + drain,
+                           f"{deployment['metadata']['name']}: grace period shorter than preStop + delay + timeout")
+
+    def assert_secrets_as_files(self, objects: list[dict]) -> None:
+        self.assertFalse(find(objects, "Secret"), "the deployment must reference Secrets, not create them")
+        for cm in find(objects, "ConfigMap"):
+            for key in cm.get("data", {}):
+                self.assertNotIn(key, SECRET_SETTINGS, f"ConfigMap {cm['metadata']['name']} carries {key}")
+        for obj in workloads(objects):
+            spec = pod_spec(obj)
+            for c in spec["containers"]:
+                env = env_of(c)
+                for key in SECRET_SETTINGS:
+                    self.assertNotIn(key, env, f"{obj['metadata']['name']}: {key} as a plain variable")
+                mounts = [m["mountPath"] for m in c.get("volumeMounts", [])]
+                for key, value in env.items():
+                    if key.endswith("_FILE") and key != "COUPON_CONFIG_FILE":
+                        self.assertTrue(any(value.startswith(m + "/") for m in mounts),
+                                        f"{obj['metadata']['name']}: {key}={value} is not on a mounted volume")
+
+    def assert_selectors_match(self, objects: list[dict]) -> None:
+        pods = [pod for o in find(objects, "Deployment") for pod in [o["spec"]["template"]["metadata"]["labels"]]]
+        for d in find(objects, "Deployment"):
+            sel = d["spec"]["selector"]["matchLabels"]
+            self.assertLessEqual(sel.items(), d["spec"]["template"]["metadata"]["labels"].items())
+        for kind, path in (("Service", ("spec", "selector")), ("PodDisruptionBudget", ("spec", "selector", "matchLabels"))):
+            for obj in find(objects, kind):
+                sel = obj
+                for key in path:
+                    sel = sel[key]
+                matched = [p for p in pods if sel.items() <= p.items()]
+                self.assertEqual(len(matched), 1, f"{kind}/{obj['metadata']['name']} selects {len(matched)} deployments")
+
+
+# ---------------------------------------------------------------------------------------------
+# The chart
+
+class ChartTest(Properties, unittest.TestCase):
+
+    def test_lint_is_clean_for_every_scenario(self):
+        for name, values in scenarios().items():
+            report = helm.lint(str(CHART), values, strict=True, kube_version=f"v{KUBE_VERSION}",
+                               namespace=NAMESPACE)
+            problems = [m for m in report["messages"] if m["severity"] >= 2] + report.get("errors", [])
+            self.assertEqual(problems, [], f"helm lint ({name})")
+
+    def test_every_rendered_object_is_valid(self):
+        for name in scenarios():
+            _, objects = rendered(name)
+            self.assertTrue(objects)
+            for obj in objects:
+                with self.subTest(scenario=name, object=obj["metadata"]["name"], kind=obj["kind"]):
+                    validate(obj)
+
+    def test_scenarios_cover_the_optional_parts(self):
+        kinds = {o["kind"] for name in scenarios() for o in rendered(name)[1]}
+        for kind in ("Ingress", "ScaledObject", "ServiceMonitor", "PrometheusRule", "HorizontalPodAutoscaler",
+                     "NetworkPolicy", "PodDisruptionBudget", "Job", "Pod"):
+            self.assertIn(kind, kinds)
+
+    def test_workloads_are_restricted_and_probed(self):
+        for name in scenarios():
+            manifests, objects = rendered(name)
+            with self.subTest(scenario=name):
+                self.assertEqual(len(find(objects, "Deployment")), 2)
+                for obj in workloads(objects):
+                    self.assert_restricted(obj)
+                for component in ("ingress", "consumer"):
+                    deployment = one(objects, "Deployment", f"-{component}")
+                    config = one(objects, "ConfigMap", f"-{component}")["data"]
+                    self.assert_probes(deployment)
+                    self.assert_shutdown_fits(deployment, config)
+                self.assert_secrets_as_files(objects)
+                self.assert_selectors_match(objects)
+
+    def test_config_checksum_tracks_the_config_map(self):
+        manifests, objects = rendered("defaults")
+        for component in ("ingress", "consumer"):
+            template = f"coupon-issuance/templates/configmap-{component}.yaml"
+            annotation = one(objects, "Deployment", f"-{component}")["spec"]["template"]["metadata"]["annotations"]
+            self.assertEqual(annotation["checksum/config"], hashlib.sha256(manifests[template].encode()).hexdigest())
+        changed = objects_of(render({"ingress": {"env": {"KAFKA_LINGER_MS": 5}}}))
+        before = one(objects, "Deployment", "-ingress")["spec"]["template"]["metadata"]["annotations"]["checksum/config"]
+        after = one(changed, "Deployment", "-ingress")["spec"]["template"]["metadata"]["annotations"]["checksum/config"]
+        self.assertNotEqual(before, after, "a config change must roll the ingress pods")
+        consumer = lambda objs: one(objs, "Deployment", "-consumer")["spec"]["template"]["metadata"]["annotations"]
+        self.assertEqual(consumer(objects), consumer(changed), "an ingress setting must not roll the consumer")
+        self.assertEqual(one(changed, "ConfigMap", "-ingress")["data"]["KAFKA_LINGER_MS"], "5")
+
+    def test_migration_hook_runs_first_and_needs_nothing_of_the_release(self):
+        _, objects = rendered("full")
+        hooks = [o for o in objects if "helm.sh/hook" in o["metadata"]["annotations"]]
+        jobs = {o["metadata"]["name"].rsplit("-", 1)[-1]: o for o in hooks if o["kind"] == "Job"}
+        self.assertEqual(set(jobs), {"migrate", "topics"})
+        weight = lambda o: int(o["metadata"]["annotations"].get("helm.sh/hook-weight", "0"))
+        for job in jobs.values():
+            annotations = job["metadata"]["annotations"]
+            self.assertEqual(set(annotations["helm.sh/hook"].split(",")), {"pre-install", "pre-upgrade"})
+            self.assertIn("before-hook-creation", annotations["helm.sh/hook-delete-policy"])
+        self.assertLess(weight(jobs["migrate"]), weight(jobs["topics"]), "migrations run before topics")
+        self.assertEqual(jobs["migrate"]["spec"]["template"]["spec"]["containers"][0]["command"],
+                         ["/usr/local/bin/couponctl", "migrate"])
+        # A pre-install hook runs before the release's objects exist: it may not use any of them.
+        release_names = {o["metadata"]["name"] for o in objects if o not in hooks}
+        for job in jobs.values():
+            spec = pod_spec(job)
+            self.assertNotIn(spec.get("serviceAccountName"), release_names)
+            for c in spec["containers"]:
+                for source in c.get("envFrom", []):
+                    self.fail(f"{job['metadata']['name']} reads envFrom {source}")
+            for volume in spec.get("volumes", []):
+                self.assertNotIn(volume.get("configMap", {}).get("name"), release_names)
+        tests = [o for o in hooks if o["metadata"]["annotations"]["helm.sh/hook"] == "test"]
+        self.assertEqual(len(tests), 1)
+        self.assertEqual(pod_spec(tests[0])["containers"][0]["command"], ["/usr/local/bin/couponctl", "demo"])
+
+    def test_helm_test_needs_hs256(self):
+        _, objects = rendered("defaults")
+        self.assertFalse([o for o in objects if o["metadata"]["annotations"].get("helm.sh/hook") == "test"])
+        ingress = one(objects, "Deployment", "-ingress")
+        self.assertIn("JWT_JWKS_FILE", env_of(pod_spec(ingress)["containers"][0]))
+
+    def test_scaling_bounds(self):
+        _, defaults = rendered("defaults")
+        self.assertNotIn("replicas", one(defaults, "Deployment", "-ingress")["spec"], "the HPA owns the count")
+        hpa = one(defaults, "HorizontalPodAutoscaler")
+        self.assertGreaterEqual(hpa["spec"]["minReplicas"], 3, "one ingress pod per zone at least")
+        self.assertEqual(one(defaults, "Deployment", "-consumer")["spec"]["replicas"], 2)
+        partitions = chart().values["kafka"]["requestedPartitions"]
+        _, keda = rendered("keda")
+        scaled = one(keda, "ScaledObject")
+        self.assertLessEqual(scaled["spec"]["maxReplicaCount"], partitions)
+        self.assertEqual(scaled["spec"]["triggers"][0]["metadata"]["allowIdleConsumers"], "false")
+        self.assertNotIn("replicas", one(keda, "Deployment", "-consumer")["spec"], "KEDA owns the count")
+        with self.assertRaisesRegex(helm.HelmError, "must not exceed kafka.requestedPartitions"):
+            render({"consumer": {"keda": {"enabled": True, "maxReplicas": partitions + 1}}})
+        with self.assertRaisesRegex(helm.HelmError, "must not exceed kafka.requestedPartitions"):
+            render({"consumer": {"replicas": partitions + 1}})
+
+    def test_alb_ingress(self):
+        _, objects = rendered("alb")
+        ingress = one(objects, "Ingress")
+        a = ingress["metadata"]["annotations"]
+        self.assertEqual(ingress["spec"]["ingressClassName"], "alb")
+        self.assertEqual(a["alb.ingress.kubernetes.io/target-type"], "ip")
+        self.assertEqual(a["alb.ingress.kubernetes.io/healthcheck-path"], "/readyz")
+        self.assertIn("idle_timeout.timeout_seconds=30", a["alb.ingress.kubernetes.io/load-balancer-attributes"])
+        delay = int(re.search(r"deregistration_delay.timeout_seconds=(\d+)",
+                              a["alb.ingress.kubernetes.io/target-group-attributes"]).group(1))
+        grace = pod_spec(one(objects, "Deployment", "-ingress"))["terminationGracePeriodSeconds"]
+        self.assertLess(delay, grace, "the ALB drains no longer than the pod lives")
+        self.assertIn("eks.amazonaws.com/role-arn", one(objects, "ServiceAccount")["metadata"]["annotations"])
+        _, nginx = rendered("nginx")
+        plain = one(nginx, "Ingress")
+        self.assertEqual(plain["spec"]["ingressClassName"], "nginx")
+        self.assertFalse([k for k in plain["metadata"]["annotations"] if k.startswith("alb.")])
+        self.assertEqual(plain["spec"]["tls"][0]["secretName"], "coupons-tls")
+
+    def test_monitoring_ships_rules_and_dashboard(self):
+        _, objects = rendered("full")
+        rule = one(objects, "PrometheusRule")
+        alerts = {r["alert"]: r for g in rule["spec"]["groups"] for r in g["rules"]}
+        self.assertLessEqual(REQUIRED_ALERTS, set(alerts))
+        for name, r in alerts.items():
+            self.assertIn(f'namespace="{NAMESPACE}"', r["expr"], name)
+            self.assertNotRegex(r["expr"], r"__[A-Za-z0-9]+__", name)
+            self.assertIn("runbook_url", r["annotations"], name)
+            self.assertIn(r["labels"]["severity"], ("warning", "critical"), name)
+        self.assertIn("> 0", alerts["CouponRejectedAfterAccept"]["expr"])
+        for metric in re.findall(r"\b(coupon_[a-z_]+|process_[a-z_]+)", json.dumps(rule["spec"])):
+            self.assertIn(re.sub(r"_(bucket|sum|count)$", "", metric), METRICS, f"unknown metric {metric}")
+        # Every alert has a runbook section in docs/OPERATIONS.md.
+        operations = (ROOT / "docs" / "OPERATIONS.md").read_text()
+        for name in alerts:
+            self.assertRegex(operations, rf"(?m)^#+ {name}\b", f"no runbook for {name}")
+
+        dashboard_cm = one(objects, "ConfigMap", "-dashboard")
+        self.assertEqual(dashboard_cm["metadata"]["labels"]["grafana_dashboard"], "1")
+        self.assertEqual(dashboard_cm["metadata"]["namespace"], "monitoring")
+        dashboard = json.loads(dashboard_cm["data"]["coupon-issuance.json"])
+        exprs = " ".join(t["expr"] for p in dashboard["panels"] for t in p.get("targets", []))
+        used = {re.sub(r"_(bucket|sum|count)$", "", m) for m in re.findall(r"\b(coupon_[a-z_]+|process_[a-z_]+)", exprs)}
+        self.assertEqual(used, METRICS, "the dashboard shows every metric, and only those")
+        monitor = one(objects, "ServiceMonitor")
+        self.assertEqual(monitor["spec"]["endpoints"][0]["path"], "/metrics")
+
+    def test_network_policies_and_spread(self):
+        _, objects = rendered("defaults")
+        policies = find(objects, "NetworkPolicy")
+        self.assertEqual(len(policies), 3)
+        egress = one(objects, "NetworkPolicy", "-egress")
+        self.assertIn("Egress", egress["spec"]["policyTypes"])
+        for d in find(objects, "Deployment"):
+            keys = {c["topologyKey"] for c in pod_spec(d)["topologySpreadConstraints"]}
+            self.assertEqual(keys, {"topology.kubernetes.io/zone", "kubernetes.io/hostname"})
+
+    def test_schema_refuses_bad_values(self):
+        bad = {
+            "replicas zero": {"ingress": {"replicas": 0}},
+            "replicas as text": {"ingress": {"replicas": "three"}},
+            "unknown key (typo)": {"ingres": {"replicas": 3}},
+            "unknown nested key": {"ingress": {"autoscaling": {"targetCPU": 50}}},
+            "auth mode none": {"auth": {"mode": "none"}},
+            "secret in plain config": {"ingress": {"env": {"DATABASE_URL": "postgres://u:p@db/coupon"}}},
+            "listen address overridden": {"consumer": {"env": {"CONSUMER_HTTP_LISTEN": "0.0.0.0:1"}}},
+            "setting out of range": {"ingress": {"env": {"KAFKA_MESSAGE_TIMEOUT_MS": 50}}},
+            "lower-case setting": {"ingress": {"env": {"kafka_linger_ms": 2}}},
+            # null removes a default key when Helm coalesces values.
+            "no memory limit": {"ingress": {"resources": {"limits": {"memory": None}}}},
+            "bad quantity": {"consumer": {"resources": {"requests": {"cpu": "lots", "memory": "1Gi"}, "limits": {"memory": "1Gi"}}}},
+            "ALB idle timeout too long": {"expose": {"alb": {"enabled": True, "idleTimeoutSeconds": 5000}}},
+            "ALB health check elsewhere": {"expose": {"alb": {"enabled": True, "healthCheckPath": "/"}}},
+            "pull policy": {"image": {"pullPolicy": "Sometimes"}},
+            "no database secret": {"database": {"existingSecret": ""}},
+            "brokers without port": {"kafka": {"brokers": "kafka"}},
+            "shutdown timeout zero": {"shutdown": {"timeoutSeconds": 0}},
+            "certificate not an ACM ARN": {"expose": {"alb": {"certificateArn": "my-cert"}}},
+        }
+        for name, values in bad.items():
+            with self.subTest(name):
+                with self.assertRaises(helm.HelmValuesError, msg=f"schema accepted: {name}"):
+                    chart().validate_schema(values)
+        for name, values in scenarios().items():
+            chart().validate_schema(values)  # the shipped scenarios pass
+
+    def test_notes_render(self):
+        for name in scenarios():
+            notes = rendered(name)[0]["coupon-issuance/templates/NOTES.txt"]
+            self.assertIn("kubectl", notes)
+            self.assertNotIn("<no value>", notes)
+        for name in scenarios():
+            for path, text in rendered(name)[0].items():
+                self.assertNotIn("<no value>", text, f"{name}: {path}")
+
+
+# ---------------------------------------------------------------------------------------------
+# The plain manifests
+
+class KustomizeTest(Properties, unittest.TestCase):
+
+    def build(self, path: str) -> list[dict]:
+        objects = kustomize.finish(kustomize.build(ROOT / path))
+        for obj in objects:
+            obj.setdefault("metadata", {}).setdefault("annotations", {})
+        return objects
+
+    def test_hash_matches_kustomize(self):
+        # Vectors from kustomize's own hasher tests.
+        for data, expected in (({}, "42745tchd9"), ({"one": ""}, "9g67k2htb6"),
+                               ({"two": "2", "one": "", "three": "3"}, "f5h7t85m9b")):
+            self.assertEqual(kustomize.config_map_hash({"metadata": {"name": ""}, "data": data}), expected)
+
+    def test_builds_are_valid(self):
+        for path in ("k8s/base", "k8s/overlays/production", "k8s/topics"):
+            for obj in self.build(path):
+                with self.subTest(build=path, object=obj["metadata"]["name"], kind=obj["kind"]):
+                    validate(obj)
+
+    def test_production_overlay_properties(self):
+        objects = self.build("k8s/overlays/production")
+        for obj in objects:
+            if obj["kind"] != "Namespace":
+                self.assertEqual(obj["metadata"].get("namespace"), "coupon", obj["metadata"]["name"])
+        self.assertEqual(one(objects, "Namespace")["metadata"]["labels"]["pod-security.kubernetes.io/enforce"], "restricted")
+        config = {}
+        for component in ("ingress", "consumer"):
+            (cm,) = [c for c in find(objects, "ConfigMap") if c["metadata"]["name"].startswith(f"coupon-{component}-")]
+            config[component] = cm["data"]
+            deployment = one(objects, "Deployment", f"coupon-{component}")
+            (container,) = pod_spec(deployment)["containers"]
+            self.assertEqual(container["envFrom"][0]["configMapRef"]["name"], cm["metadata"]["name"],
+                             "pods must reference the hash-named ConfigMap")
+            self.assertTrue(container["image"].endswith("/coupon-issuance:0.1.0"), container["image"])
+            self.assertEqual(cm["data"]["KAFKA_BROKERS"], "coupon-kafka-bootstrap.kafka.svc:9092")
+            self.assert_probes(deployment)
+            self.assert_shutdown_fits(deployment, cm["data"])
+        for obj in workloads(objects):
+            self.assert_restricted(obj)
+        self.assert_secrets_as_files(objects)
+        self.assert_selectors_match(objects)
+        self.assertEqual(one(objects, "HorizontalPodAutoscaler")["spec"]["minReplicas"], 4)
+        self.assertIn("eks.amazonaws.com/role-arn", one(objects, "ServiceAccount")["metadata"]["annotations"])
+        alb = one(objects, "Ingress")["metadata"]["annotations"]
+        self.assertEqual(alb["alb.ingress.kubernetes.io/target-type"], "ip")
+        drain = (int(config["ingress"]["SHUTDOWN_DELAY_MS"]) + int(config["ingress"]["SHUTDOWN_TIMEOUT_MS"])) // 1000
+        self.assertIn(f"deregistration_delay.timeout_seconds={drain}", alb["alb.ingress.kubernetes.io/target-group-attributes"])
+
+    def test_same_settings_as_the_chart(self):
+        """The plain manifests deploy what the chart deploys by default."""
+        base = self.build("k8s/base")
+        _, chart_objects = rendered("defaults")
+        for component in ("ingress", "consumer"):
+            (plain_cm,) = [c for c in find(base, "ConfigMap") if c["metadata"]["name"].startswith(f"coupon-{component}-")]
+            chart_cm = one(chart_objects, "ConfigMap", f"-{component}")
+            ignore = {"KAFKA_BROKERS", "REDIS_URL"}  # addresses differ per environment
+            self.assertEqual({k: v for k, v in plain_cm["data"].items() if k not in ignore},
+                             {k: v for k, v in chart_cm["data"].items() if k not in ignore}, component)
+            plain = pod_spec(one(base, "Deployment", f"coupon-{component}"))
+            helm_spec = pod_spec(one(chart_objects, "Deployment", f"-{component}"))
+            for field in ("terminationGracePeriodSeconds",):
+                self.assertEqual(plain[field], helm_spec[field], f"{component}: {field}")
+            for field in ("resources", "livenessProbe", "readinessProbe", "startupProbe", "command"):
+                self.assertEqual(plain["containers"][0][field], helm_spec["containers"][0][field], f"{component}: {field}")
+
+    def test_topics_match_the_deployment(self):
+        topics = {t["spec"]["topicName"]: t for t in self.build("k8s/topics")}
+        values = chart().values["kafka"]
+        self.assertEqual(set(topics), set(values["topics"].values()))
+        requested = topics[values["topics"]["requested"]]["spec"]
+        self.assertEqual(requested["partitions"], values["requestedPartitions"])
+        for name, t in topics.items():
+            self.assertGreaterEqual(t["spec"]["replicas"], 3, name)
+            self.assertEqual(int(t["spec"]["config"]["min.insync.replicas"]), 2, name)
+            self.assertIn("retention.ms", t["spec"]["config"], name)
+        # The topic names are the ones the services default to.
+        source = (ROOT / "schema" / "src" / "topics.rs").read_text()
+        for name in topics:
+            self.assertIn(f'"{name}"', source)
+
+    def test_builder_refuses_what_it_does_not_implement(self):
+        import tempfile
+        with tempfile.TemporaryDirectory() as tmp:
+            Path(tmp, "kustomization.yaml").write_text("resources: []\nnamePrefix: x-\n")
+            with self.assertRaisesRegex(kustomize.BuildError, "namePrefix"):
+                kustomize.build(Path(tmp))
+
+
+class ComposeTest(unittest.TestCase):
+
+    def test_compose_file_runs_the_services_unprivileged(self):
+        compose = yaml.safe_load((ROOT / "compose.yaml").read_text())
+        services = compose["services"]
+        for name in ("ingress", "consumer", "setup"):
+            self.assertTrue(services[name]["read_only"], name)
+            self.assertEqual(services[name]["user"], "10001:10001", name)
+        self.assertIn("couponctl migrate", " ".join(services["setup"]["command"]))
+
+
+if __name__ == "__main__":
+    unittest.main()
