@@ -17,6 +17,7 @@ use service::metrics::{Process, latency_histogram, size_histogram};
 use crate::store::Written;
 
 type Label = (&'static str, String);
+type Histograms = Family<[(&'static str, &'static str); 1], Histogram, fn() -> Histogram>;
 
 pub struct Metrics {
     registry: Registry,
@@ -24,6 +25,7 @@ pub struct Metrics {
     lag: Family<[Label; 1], Gauge>,
     pub batch_size: Histogram,
     pub commit_duration: Histogram,
+    postgres_duration: Histograms,
     issued: Counter,
     rejected: Family<[(&'static str, &'static str); 1], Counter>,
     redelivered: Counter,
@@ -38,6 +40,7 @@ impl Metrics {
             lag: Family::default(),
             batch_size: size_histogram(),
             commit_duration: latency_histogram(),
+            postgres_duration: Family::new_with_constructor(latency_histogram),
             issued: Counter::default(),
             rejected: Family::default(),
             redelivered: Counter::default(),
@@ -59,6 +62,11 @@ impl Metrics {
             "coupon_consumer_commit_duration_seconds",
             "Time of one batch's PostgreSQL transaction, commit included",
             metrics.commit_duration.clone(),
+        );
+        registry.register(
+            "coupon_postgres_duration_seconds",
+            "Time per phase of a batch transaction: read (locks, lookups), write, commit",
+            metrics.postgres_duration.clone(),
         );
         registry.register(
             "coupon_coupons_issued",
@@ -90,6 +98,11 @@ impl Metrics {
     pub fn written(&self, written: &Written) {
         self.issued.inc_by(written.inserted);
         self.redelivered.inc_by(written.redelivered);
+        for (phase, took) in &written.phases {
+            self.postgres_duration
+                .get_or_create(&[("op", *phase)])
+                .observe(took.as_secs_f64());
+        }
         for (reason, count) in &written.rejections {
             self.rejected
                 .get_or_create(&[("reason", *reason)])

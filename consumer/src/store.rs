@@ -21,6 +21,9 @@ pub struct Written {
     /// Refused admissions by reason (`Rejection::as_str`).
     pub rejections: Vec<(&'static str, u64)>,
     pub redelivered: u64,
+    /// Time spent per phase of the transaction: `read` (locks and lookups), `write` (inserts),
+    /// `commit`.
+    pub phases: Vec<(&'static str, std::time::Duration)>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -62,6 +65,7 @@ impl Ledger {
             return Ok(Written::default());
         }
         let mut client = self.pool.get().await?;
+        let started = std::time::Instant::now();
         let tx = client.transaction().await?;
 
         let mut campaigns: Vec<Uuid> = batch.iter().map(|i| i.campaign).collect();
@@ -101,6 +105,7 @@ impl Ledger {
         }
 
         let plan = plan(batch, &facts);
+        let read = started.elapsed();
         let mut written = Written {
             redelivered: plan.redelivered as u64,
             ..Written::default()
@@ -134,7 +139,13 @@ impl Ledger {
             tracing::warn!(?by_reason, "the ledger refused admissions the gate granted");
             written.rejections = by_reason.into_iter().collect();
         }
+        let write = started.elapsed();
         tx.commit().await?;
+        written.phases = vec![
+            ("read", read),
+            ("write", write - read),
+            ("commit", started.elapsed() - write),
+        ];
         Ok(written)
     }
 }

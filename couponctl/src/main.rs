@@ -9,7 +9,7 @@ mod tokens;
 mod topics;
 mod verify;
 
-use clap::{Parser, Subcommand};
+use clap::{CommandFactory, FromArgMatches, Parser, Subcommand};
 
 #[derive(Parser)]
 #[command(
@@ -56,7 +56,11 @@ struct TokenArgs {
 
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
-    match Cli::parse().command {
+    // Settings may come from NAME_FILE secret files and COUPON_CONFIG_FILE, as in the services.
+    let matches = service::config::parse_matches(Cli::command(), std::env::args_os())
+        .unwrap_or_else(|failure| service::config::exit(failure));
+    let cli = Cli::from_arg_matches(&matches).unwrap_or_else(|e| e.exit());
+    match cli.command {
         Command::Migrate(args) => migrate::run(args).await,
         Command::Topics(args) => topics::run(args).await,
         Command::Demo(args) => demo::run(args).await,

@@ -82,10 +82,15 @@ pub fn load<C>(command: Command) -> C
 where
     C: clap::Args + FromArgMatches + Validate,
 {
-    match parse(command, std::env::args_os()) {
-        Ok(config) => config,
-        Err(Failure::Clap(e)) => e.exit(),
-        Err(Failure::Invalid(problems)) => {
+    parse(command, std::env::args_os()).unwrap_or_else(|failure| exit(failure))
+}
+
+/// Ends the process over unreadable settings: clap's own exit for command-line errors and
+/// `--help`, status 2 with every problem listed otherwise.
+pub fn exit(failure: Failure) -> ! {
+    match failure {
+        Failure::Clap(e) => e.exit(),
+        Failure::Invalid(problems) => {
             for problem in &problems {
                 eprintln!("configuration error: {problem}");
             }
@@ -102,10 +107,48 @@ where
     I: IntoIterator<Item = T>,
     T: Into<OsString> + Clone,
 {
-    let command = C::augment_args(command).arg(
+    let (matches, mut problems) = matches_and_problems(C::augment_args(command), args)?;
+    let config = C::from_arg_matches(&matches).map_err(Failure::Clap)?;
+    if let Err(more) = config.validate() {
+        problems.extend(more);
+    }
+    if problems.is_empty() {
+        Ok(config)
+    } else {
+        Err(Failure::Invalid(problems))
+    }
+}
+
+/// The matches of `command` (a whole command line interface, subcommands included) with every
+/// setting's value taken from where it has the highest precedence. For a subcommand, its own
+/// settings are the ones read from files.
+pub fn parse_matches<I, T>(command: Command, args: I) -> Result<ArgMatches, Failure>
+where
+    I: IntoIterator<Item = T>,
+    T: Into<OsString> + Clone,
+{
+    let (matches, problems) = matches_and_problems(command, args)?;
+    if problems.is_empty() {
+        Ok(matches)
+    } else {
+        Err(Failure::Invalid(problems))
+    }
+}
+
+/// The matches, and the problems found reading files (the caller adds validation's).
+fn matches_and_problems<I, T>(
+    command: Command,
+    args: I,
+) -> Result<(ArgMatches, Vec<String>), Failure>
+where
+    I: IntoIterator<Item = T>,
+    T: Into<OsString> + Clone,
+{
+    let command = command.arg(
         Arg::new("config")
             .long("config")
             .env("COUPON_CONFIG_FILE")
+            .global(true)
             .value_name("FILE")
             .help("Config file of NAME=value lines (environment names); the environment wins"),
     );
@@ -114,13 +157,20 @@ where
         .clone()
         .try_get_matches_from(&args)
         .map_err(Failure::Clap)?;
+    // Values appended after the arguments belong to the subcommand, if one was given.
+    let (settings, sources) = match first.subcommand() {
+        Some((name, sub)) => match command.find_subcommand(name) {
+            Some(subcommand) => (settings(subcommand), sub),
+            None => (settings(&command), &first),
+        },
+        None => (settings(&command), &first),
+    };
     let mut problems = Vec::new();
-    let settings = settings(&command);
-    let file = match first.get_one::<String>("config") {
+    let file = match sources.get_one::<String>("config") {
         Some(path) => read_config_file(path, &settings, &mut problems),
         None => BTreeMap::new(),
     };
-    let indirect = indirect_values(&first, &settings, &file, &mut problems);
+    let indirect = indirect_values(sources, &settings, &file, &mut problems);
     let from_files = !indirect.is_empty();
     args.extend(indirect);
     let matches = match command.try_get_matches_from(&args) {
@@ -137,15 +187,7 @@ where
         }
         Err(e) => return Err(Failure::Clap(e)),
     };
-    let config = C::from_arg_matches(&matches).map_err(Failure::Clap)?;
-    if let Err(more) = config.validate() {
-        problems.extend(more);
-    }
-    if problems.is_empty() {
-        Ok(config)
-    } else {
-        Err(Failure::Invalid(problems))
-    }
+    Ok((matches, problems))
 }
 
 /// A setting: clap id, environment name, long flag.

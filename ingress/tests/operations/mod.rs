@@ -163,8 +163,55 @@ async fn metrics_follow_a_burst_and_logs_are_json() {
         .unwrap();
     assert_eq!(ready.status(), 200);
 
+    assert!(
+        at(
+            "coupon_postgres_duration_seconds_count",
+            &[("op", "commit")]
+        ) >= 1.0
+    );
+
+    // Every series the shipped dashboard and alert rules query exists.
+    let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
+    for file in [
+        "helm/coupon-issuance/files/dashboard.json",
+        "helm/coupon-issuance/files/prometheus-rules.yaml",
+    ] {
+        let text = std::fs::read_to_string(root.join(file)).unwrap();
+        for name in metric_names(&text) {
+            let exposed = |scrape: &str| {
+                scrape.lines().any(|l| {
+                    l.starts_with(&format!("{name}{{")) || l.starts_with(&format!("{name} "))
+                })
+            };
+            assert!(
+                exposed(&ingress) || exposed(&consumer),
+                "{file} queries {name}, which neither service exposes"
+            );
+        }
+    }
+
     assert_json_log(&world, "ingress");
     assert_json_log(&world, "consumer");
+}
+
+/// Metric names (`coupon_…`, `process_…`) mentioned in a dashboard or rules file.
+fn metric_names(text: &str) -> std::collections::BTreeSet<String> {
+    let mut names = std::collections::BTreeSet::new();
+    for prefix in ["coupon_", "process_"] {
+        let mut rest = text;
+        while let Some(at) = rest.find(prefix) {
+            let boundary = at == 0 || !rest.as_bytes()[at - 1].is_ascii_alphanumeric();
+            let tail = &rest[at..];
+            let end = tail
+                .find(|c: char| !(c.is_ascii_lowercase() || c.is_ascii_digit() || c == '_'))
+                .unwrap_or(tail.len());
+            if boundary && end > prefix.len() {
+                names.insert(tail[..end].to_owned());
+            }
+            rest = &tail[end.max(1)..];
+        }
+    }
+    names
 }
 
 /// SIGTERM mid-burst: readiness fails at once while requests are still served for the delay,
