@@ -29,8 +29,9 @@ use std::time::Duration;
 use anyhow::Context as _;
 use rdkafka::ClientConfig;
 use rdkafka::consumer::{CommitMode, Consumer as _, StreamConsumer};
-use rdkafka::message::Message;
+use rdkafka::message::{Headers as _, Message};
 use tokio::sync::watch;
+use tracing::Instrument as _;
 
 pub use config::Config;
 
@@ -131,7 +132,33 @@ impl Persister {
             let Some(batch) = self.next_batch(wait, stop.clone()).await else {
                 break;
             };
-            if !self.persist(&batch.issuances, stop.clone()).await {
+            let span = tracing::info_span!(
+                "consumer.batch",
+                otel.kind = "consumer",
+                size = batch.issuances.len(),
+                trace_id = tracing::field::Empty,
+            );
+            let mut traces = batch.traces.iter();
+            if let Some(first) = traces.next() {
+                service::tracing_context::set_parent(
+                    &span,
+                    first.iter().map(|(k, v)| (k.as_str(), v.as_slice())),
+                );
+            }
+            for other in traces {
+                service::tracing_context::add_link(
+                    &span,
+                    other.iter().map(|(k, v)| (k.as_str(), v.as_slice())),
+                );
+            }
+            if let Some(trace_id) = service::tracing_context::trace_id(&span) {
+                span.record("trace_id", trace_id);
+            }
+            if !self
+                .persist(&batch.issuances, stop.clone())
+                .instrument(span)
+                .await
+            {
                 // Shutdown while the database was failing: nothing is stored, so the batch is
                 // redelivered to whoever owns the partitions next.
                 break;
@@ -197,6 +224,18 @@ impl Persister {
         batch
             .last_offsets
             .insert(message.partition(), message.offset());
+        if batch.traces.len() < TRACE_LINKS
+            && let Some(headers) = message.headers()
+        {
+            let trace: Vec<(String, Vec<u8>)> = headers
+                .iter()
+                .filter(|h| h.key == "traceparent" || h.key == "tracestate")
+                .filter_map(|h| Some((h.key.to_owned(), h.value?.to_vec())))
+                .collect();
+            if !trace.is_empty() {
+                batch.traces.push(trace);
+            }
+        }
     }
 
     /// Writes the batch, retrying with backoff while the database fails. The offsets do not
@@ -208,7 +247,11 @@ impl Persister {
         }
         loop {
             let started = std::time::Instant::now();
-            match self.ledger.write(issuances).await {
+            let write = self
+                .ledger
+                .write(issuances)
+                .instrument(tracing::info_span!("postgres.write_batch"));
+            match write.await {
                 Ok(written) => {
                     self.metrics
                         .commit_duration
@@ -245,7 +288,12 @@ async fn stopped(stop: &mut watch::Receiver<bool>) {
 struct Batch {
     issuances: Vec<Issuance>,
     last_offsets: BTreeMap<i32, i64>,
+    /// Trace headers of the first records that carry them: the batch span's parent and links.
+    traces: Vec<Vec<(String, Vec<u8>)>>,
 }
+
+/// Most producer traces one batch span refers to.
+const TRACE_LINKS: usize = 64;
 
 /// What the operations endpoints report about this consumer.
 struct Probe {

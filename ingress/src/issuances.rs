@@ -6,6 +6,7 @@ use schema::ids::{CampaignId, IssuanceId};
 use schema::proto::IssuanceRequested;
 use serde::Serialize;
 use time::OffsetDateTime;
+use tracing::Instrument as _;
 
 use crate::App;
 use crate::auth::Principal;
@@ -38,6 +39,7 @@ pub async fn request(
     let reservation = app
         .gate
         .reserve(&campaign, &caller.user, &issuance.reservation)
+        .instrument(tracing::info_span!("redis.reserve"))
         .await
         .map_err(|e| {
             app.metrics.reservation(Outcome::Unavailable, started);
@@ -69,7 +71,11 @@ pub async fn request(
         requested_at_ms: requested_ms,
     };
     let started = Instant::now();
-    let published = app.publisher.publish(&event).await;
+    let published = app
+        .publisher
+        .publish(&event)
+        .instrument(tracing::info_span!("kafka.produce", otel.kind = "producer"))
+        .await;
     app.metrics.produced(
         match &published {
             Ok(()) => Produced::Persisted,

@@ -7,11 +7,12 @@ async fn main() -> anyhow::Result<()> {
             .about("HTTP ingress of the coupon issuance pipeline")
             .version(env!("CARGO_PKG_VERSION")),
     );
-    service::logging::init(&config.common);
+    let telemetry = service::logging::init(&config.common, "coupon-ingress");
     let listener = tokio::net::TcpListener::bind(config.listen).await?;
     tracing::info!(listen = %config.listen, "ingress starting");
     let app = ingress::App::build(config).await?;
     ingress::run(listener, app, service::shutdown::signal()).await?;
     tracing::info!("ingress stopped");
+    telemetry.shutdown();
     Ok(())
 }

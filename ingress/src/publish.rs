@@ -173,7 +173,15 @@ impl Publisher {
     pub async fn publish(&self, event: &IssuanceRequested) -> Result<(), PublishError> {
         let key = topics::record_key(&event.campaign_id, &event.user_id);
         let payload = event.encode_to_vec();
-        let headers = OwnedHeaders::new_with_capacity(3)
+        let trace = service::tracing_context::headers_of(&tracing::Span::current());
+        let mut headers = OwnedHeaders::new_with_capacity(3 + trace.len());
+        for (key, value) in &trace {
+            headers = headers.insert(Header {
+                key: key.as_str(),
+                value: Some(value.as_str()),
+            });
+        }
+        let headers = headers
             .insert(Header {
                 key: "content-type",
                 value: Some(schema::PROTOBUF_CONTENT_TYPE),

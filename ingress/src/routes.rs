@@ -9,6 +9,7 @@ use http_body_util::{BodyExt, Full, Limited};
 use hyper::body::Incoming;
 use schema::ids::{CampaignId, IssuanceId};
 use serde::Serialize;
+use tracing::Instrument as _;
 
 use crate::auth::Principal;
 use crate::problem::Problem;
@@ -19,10 +20,29 @@ type Reply = Response<Full<Bytes>>;
 pub async fn handle(app: &App, request: Request<Incoming>) -> Reply {
     let started = std::time::Instant::now();
     let label = route_label(request.uri().path());
-    let reply = match route(app, request).await {
+    let span = tracing::info_span!(
+        "http.request",
+        otel.kind = "server",
+        http.method = %request.method(),
+        http.route = label,
+        http.status = tracing::field::Empty,
+        trace_id = tracing::field::Empty,
+    );
+    service::tracing_context::set_parent(
+        &span,
+        request
+            .headers()
+            .iter()
+            .map(|(name, value)| (name.as_str(), value.as_bytes())),
+    );
+    if let Some(trace_id) = service::tracing_context::trace_id(&span) {
+        span.record("trace_id", trace_id);
+    }
+    let reply = match route(app, request).instrument(span.clone()).await {
         Ok(reply) => reply,
         Err(problem) => problem.into_response(),
     };
+    span.record("http.status", reply.status().as_u16());
     app.metrics.request(label, reply.status().as_u16(), started);
     reply
 }

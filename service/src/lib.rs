@@ -3,7 +3,8 @@
 //! # Layout
 //! - [`config`]: settings from the command line, the environment, `NAME_FILE` secret files and
 //!   an optional config file, validated with every problem listed.
-//! - [`logging`]: JSON (or text) logs, level by `RUST_LOG`.
+//! - [`logging`]: JSON (or text) logs, level by `RUST_LOG`; OpenTelemetry trace export.
+//! - [`tracing_context`]: W3C trace context in HTTP and Kafka headers.
 //! - [`metrics`]: the Prometheus registry, process figures, label helpers.
 //! - [`ops`]: `/healthz`, `/readyz` and `/metrics` for a process without an API listener.
 //! - [`shutdown`]: the SIGTERM signal.
@@ -13,6 +14,7 @@ pub mod logging;
 pub mod metrics;
 pub mod ops;
 pub mod shutdown;
+pub mod tracing_context;
 
 pub use config::{Common, Validate};
 

@@ -52,8 +52,8 @@ pub struct World {
     pub port: u16,
     /// The first consumer's operations port (`/metrics`, `/readyz`).
     pub consumer_ops_port: u16,
-    /// Settings of the ingress process beyond the suite's defaults.
-    pub ingress_env: Vec<(&'static str, &'static str)>,
+    /// Settings of both service processes beyond the suite's defaults.
+    pub env: Vec<(&'static str, String)>,
     pub http: reqwest::Client,
     pub name: &'static str,
 }
@@ -63,11 +63,8 @@ impl World {
         World::start_with(name, Vec::new()).await
     }
 
-    /// As [`World::start`], with extra environment for the ingress process.
-    pub async fn start_with(
-        name: &'static str,
-        ingress_env: Vec<(&'static str, &'static str)>,
-    ) -> World {
+    /// As [`World::start`], with extra environment for the service processes.
+    pub async fn start_with(name: &'static str, env: Vec<(&'static str, String)>) -> World {
         let redis = PrivateRedis::start().await;
         let broker = PrivateBroker::start().await;
         let fixture = Fixture::on_brokers(3, &broker.brokers()).await;
@@ -83,7 +80,7 @@ impl World {
             broker,
             port: free_port(),
             consumer_ops_port: free_port(),
-            ingress_env,
+            env,
             http: reqwest::Client::builder()
                 .timeout(Duration::from_secs(10))
                 .pool_max_idle_per_host(64)
@@ -136,7 +133,7 @@ impl World {
             .env("DATABASE_URL", &self.fixture.database_url)
             .env("JWT_HS256_SECRET", testkit::HS256_SECRET)
             .env("SHUTDOWN_DELAY_MS", "0")
-            .envs(self.ingress_env.iter().copied());
+            .envs(self.env.iter().map(|(k, v)| (k, v)));
         let proc = Proc::spawn_logged(&mut command, self.log("ingress"));
         self.ingress = Some(proc);
         let http = self.http.clone();
@@ -177,6 +174,7 @@ impl World {
                 },
             )
             .env("KAFKA_STATISTICS_INTERVAL_MS", "1000")
+            .envs(self.env.iter().map(|(k, v)| (k, v)))
             .env("KAFKA_SESSION_TIMEOUT_MS", "6000")
             .env("KAFKA_MAX_POLL_INTERVAL_MS", "6000")
             .env(
