@@ -33,6 +33,10 @@ pub enum AuthError {
     NotYetValid,
     #[error("token lacks exp or a valid sub claim")]
     Claims,
+    #[error("token issuer or audience not accepted")]
+    Audience,
+    #[error("token issued in the future")]
+    IssuedInFuture,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -47,11 +51,147 @@ pub enum KeyError {
     Empty,
 }
 
+/// The verifier in use, and where a newer key set comes from: the JWKS file is read again when
+/// a token names a key id the current set lacks (a rotation), at most once per `min_interval`
+/// and by one request at a time, so a flood of unknown key ids costs one read per interval.
+pub struct Keys {
+    current: std::sync::RwLock<std::sync::Arc<Verifier>>,
+    jwks_file: Option<std::path::PathBuf>,
+    expect: Expectations,
+    last_refresh: tokio::sync::Mutex<Option<std::time::Instant>>,
+    min_interval: std::time::Duration,
+    /// Key set reads after start-up.
+    pub refreshes: std::sync::atomic::AtomicU64,
+}
+
+impl Keys {
+    /// Development mode: one HS256 secret, nothing to refresh.
+    pub fn hs256(secret: &[u8], expect: Expectations) -> Keys {
+        Keys::with(
+            Verifier::hs256(secret, &expect),
+            None,
+            expect,
+            std::time::Duration::MAX,
+        )
+    }
+
+    /// Production mode: the keys of a JWKS file, re-read on an unknown key id.
+    pub fn jwks_file(
+        path: &Path,
+        expect: Expectations,
+        min_interval: std::time::Duration,
+    ) -> Result<Keys, KeyError> {
+        let verifier = Verifier::from_jwks_file(path, &expect)?;
+        Ok(Keys::with(
+            verifier,
+            Some(path.to_owned()),
+            expect,
+            min_interval,
+        ))
+    }
+
+    fn with(
+        verifier: Verifier,
+        jwks_file: Option<std::path::PathBuf>,
+        expect: Expectations,
+        min_interval: std::time::Duration,
+    ) -> Keys {
+        Keys {
+            current: std::sync::RwLock::new(std::sync::Arc::new(verifier)),
+            jwks_file,
+            expect,
+            last_refresh: tokio::sync::Mutex::new(None),
+            min_interval,
+            refreshes: Default::default(),
+        }
+    }
+
+    fn current(&self) -> std::sync::Arc<Verifier> {
+        match self.current.read() {
+            Ok(guard) => guard.clone(),
+            Err(poisoned) => poisoned.into_inner().clone(),
+        }
+    }
+
+    /// Verifies an `Authorization` header value.
+    pub async fn verify_header(&self, header: Option<&[u8]>) -> Result<Principal, AuthError> {
+        let token = bearer(header)?;
+        let verifier = self.current();
+        match verifier.verify(token) {
+            Err(AuthError::KeyRejected)
+                if self.jwks_file.is_some() && !verifier.knows_kid(token) =>
+            {
+                self.refresh().await;
+                self.current().verify(token)
+            }
+            outcome => outcome,
+        }
+    }
+
+    /// Re-reads the key set unless that happened within `min_interval`. One at a time: callers
+    /// arriving meanwhile wait for it, then use whatever it loaded.
+    async fn refresh(&self) {
+        let Some(path) = &self.jwks_file else { return };
+        let mut last = self.last_refresh.lock().await;
+        if last.is_some_and(|at| at.elapsed() < self.min_interval) {
+            return;
+        }
+        *last = Some(std::time::Instant::now());
+        self.refreshes
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let read = {
+            let path = path.clone();
+            tokio::task::spawn_blocking(move || std::fs::read(path)).await
+        };
+        let loaded = match read {
+            Ok(Ok(document)) => Verifier::from_jwks(&document, &self.expect),
+            Ok(Err(e)) => Err(KeyError::Read(e)),
+            Err(_) => Err(KeyError::Empty),
+        };
+        match loaded {
+            Ok(verifier) => {
+                tracing::info!("JWKS re-read for an unknown key id");
+                let mut current = match self.current.write() {
+                    Ok(guard) => guard,
+                    Err(poisoned) => poisoned.into_inner(),
+                };
+                *current = std::sync::Arc::new(verifier);
+            }
+            Err(e) => {
+                tracing::warn!(error = %e, "re-reading the JWKS file failed; keeping the current keys")
+            }
+        }
+    }
+}
+
+fn bearer(header: Option<&[u8]>) -> Result<&str, AuthError> {
+    let value = header.ok_or(AuthError::Missing)?;
+    let token = value
+        .strip_prefix(b"Bearer ")
+        .or_else(|| value.strip_prefix(b"bearer "))
+        .ok_or(AuthError::Missing)?;
+    let token = std::str::from_utf8(token).map_err(|_| AuthError::Malformed)?;
+    Ok(token.trim())
+}
+
 #[derive(serde::Deserialize)]
 struct Claims {
     sub: String,
     #[serde(default)]
     role: Option<String>,
+    #[serde(default)]
+    iat: Option<u64>,
+}
+
+/// What every token must carry beyond a valid signature, `exp` and `sub`.
+#[derive(Debug, Clone, Default)]
+pub struct Expectations {
+    /// Clock skew tolerated on `exp`, `nbf` and `iat`, in seconds (at most 30).
+    pub leeway_secs: u64,
+    /// When set, `iss` is required and must equal it.
+    pub issuer: Option<String>,
+    /// When set, `aud` is required and must contain it.
+    pub audience: Option<String>,
 }
 
 /// A verification key and the one algorithm it accepts.
@@ -67,25 +207,28 @@ pub struct Verifier {
     keys: HashMap<String, Key>,
     /// Development mode has one secret and no key ids: a token's `kid` is then ignored.
     ignore_kid: bool,
+    leeway_secs: u64,
 }
 
 impl Verifier {
     /// Development mode: one HS256 shared secret.
-    pub fn hs256(secret: &[u8], leeway_secs: u64) -> Self {
-        let key = Key::new(
-            Algorithm::HS256,
-            DecodingKey::from_secret(secret),
-            leeway_secs,
-        );
+    pub fn hs256(secret: &[u8], expect: &Expectations) -> Self {
+        let key = Key::new(Algorithm::HS256, DecodingKey::from_secret(secret), expect);
         Verifier {
             keys: HashMap::from([(String::new(), key)]),
             ignore_kid: true,
+            leeway_secs: expect.leeway_secs,
         }
     }
 
     /// Production mode: the RSA (RS256) and P-256 (ES256) keys of a JWKS file.
-    pub fn from_jwks_file(path: &Path, leeway_secs: u64) -> Result<Self, KeyError> {
-        let set: JwkSet = serde_json::from_slice(&std::fs::read(path)?)?;
+    pub fn from_jwks_file(path: &Path, expect: &Expectations) -> Result<Self, KeyError> {
+        Self::from_jwks(&std::fs::read(path)?, expect)
+    }
+
+    /// Production mode: the RSA (RS256) and P-256 (ES256) keys of a JWKS document.
+    pub fn from_jwks(document: &[u8], expect: &Expectations) -> Result<Self, KeyError> {
+        let set: JwkSet = serde_json::from_slice(document)?;
         let mut keys = HashMap::new();
         for (index, jwk) in set.keys.iter().enumerate() {
             let algorithm = match &jwk.algorithm {
@@ -102,7 +245,7 @@ impl Verifier {
                 reason: e.to_string(),
             })?;
             let kid = jwk.common.key_id.clone().unwrap_or_default();
-            keys.insert(kid, Key::new(algorithm, decoding, leeway_secs));
+            keys.insert(kid, Key::new(algorithm, decoding, expect));
         }
         if keys.is_empty() {
             return Err(KeyError::Empty);
@@ -110,18 +253,24 @@ impl Verifier {
         Ok(Verifier {
             keys,
             ignore_kid: false,
+            leeway_secs: expect.leeway_secs,
         })
+    }
+
+    /// Whether a token's `kid` names none of the keys (a key set refresh may know it).
+    pub fn knows_kid(&self, token: &str) -> bool {
+        match jsonwebtoken::decode_header(token) {
+            Ok(header) => {
+                self.ignore_kid || self.keys.contains_key(header.kid.as_deref().unwrap_or(""))
+            }
+            // Malformed: a refresh cannot help.
+            Err(_) => true,
+        }
     }
 
     /// Verifies an `Authorization` header value.
     pub fn verify_header(&self, header: Option<&[u8]>) -> Result<Principal, AuthError> {
-        let value = header.ok_or(AuthError::Missing)?;
-        let token = value
-            .strip_prefix(b"Bearer ")
-            .or_else(|| value.strip_prefix(b"bearer "))
-            .ok_or(AuthError::Missing)?;
-        let token = std::str::from_utf8(token).map_err(|_| AuthError::Malformed)?;
-        self.verify(token.trim())
+        self.verify(bearer(header)?)
     }
 
     /// Verifies a compact JWS and returns the caller.
@@ -143,6 +292,14 @@ impl Verifier {
         }
         let data = jsonwebtoken::decode::<Claims>(token, &key.decoding, &key.validation)
             .map_err(|e| map_error(e.kind()))?;
+        let now = time::OffsetDateTime::now_utc().unix_timestamp().max(0) as u64;
+        if data
+            .claims
+            .iat
+            .is_some_and(|iat| iat > now + self.leeway_secs)
+        {
+            return Err(AuthError::IssuedInFuture);
+        }
         let user = UserId::parse(&data.claims.sub).map_err(|_| AuthError::Claims)?;
         Ok(Principal {
             user,
@@ -152,12 +309,22 @@ impl Verifier {
 }
 
 impl Key {
-    fn new(algorithm: Algorithm, decoding: DecodingKey, leeway_secs: u64) -> Self {
+    fn new(algorithm: Algorithm, decoding: DecodingKey, expect: &Expectations) -> Self {
         let mut validation = Validation::new(algorithm);
-        validation.set_required_spec_claims(&["exp", "sub"]);
-        validation.leeway = leeway_secs;
+        let mut required = vec!["exp", "sub"];
+        validation.leeway = expect.leeway_secs;
         validation.validate_nbf = true;
         validation.validate_aud = false;
+        if let Some(issuer) = &expect.issuer {
+            validation.set_issuer(&[issuer]);
+            required.push("iss");
+        }
+        if let Some(audience) = &expect.audience {
+            validation.set_audience(&[audience]);
+            validation.validate_aud = true;
+            required.push("aud");
+        }
+        validation.set_required_spec_claims(&required);
         Key {
             algorithm,
             decoding,
@@ -173,7 +340,11 @@ fn map_error(kind: &jsonwebtoken::errors::ErrorKind) -> AuthError {
         ErrorKind::ImmatureSignature => AuthError::NotYetValid,
         ErrorKind::InvalidSignature => AuthError::Signature,
         ErrorKind::InvalidAlgorithm | ErrorKind::InvalidAlgorithmName => AuthError::KeyRejected,
+        ErrorKind::MissingRequiredClaim(claim) if claim == "iss" || claim == "aud" => {
+            AuthError::Audience
+        }
         ErrorKind::MissingRequiredClaim(_) => AuthError::Claims,
+        ErrorKind::InvalidIssuer | ErrorKind::InvalidAudience => AuthError::Audience,
         // Every other kind is a token we could not parse or validate: refusing is always safe.
         _ => AuthError::Malformed,
     }
@@ -183,6 +354,13 @@ fn map_error(kind: &jsonwebtoken::errors::ErrorKind) -> AuthError {
 mod tests {
     use super::*;
     use jsonwebtoken::{EncodingKey, Header, encode};
+
+    fn leeway(leeway_secs: u64) -> Expectations {
+        Expectations {
+            leeway_secs,
+            ..Expectations::default()
+        }
+    }
 
     fn now() -> u64 {
         time::OffsetDateTime::now_utc().unix_timestamp() as u64
@@ -199,7 +377,7 @@ mod tests {
 
     #[test]
     fn hs256_token_names_the_user_and_role() {
-        let v = Verifier::hs256(b"dev-secret", 5);
+        let v = Verifier::hs256(b"dev-secret", &leeway(5));
         let t = token(
             Algorithm::HS256,
             b"dev-secret",
@@ -212,7 +390,7 @@ mod tests {
 
     #[test]
     fn refuses_wrong_secret_expired_missing_exp_and_other_hmac() {
-        let v = Verifier::hs256(b"dev-secret", 0);
+        let v = Verifier::hs256(b"dev-secret", &leeway(0));
         let exp = now() + 60;
         let wrong = token(
             Algorithm::HS256,
@@ -248,12 +426,35 @@ mod tests {
 
     #[test]
     fn refuses_alg_none_and_garbage() {
-        let v = Verifier::hs256(b"dev-secret", 0);
+        let v = Verifier::hs256(b"dev-secret", &leeway(0));
         // {"alg":"none","typ":"JWT"} . {"sub":"u","exp":9999999999} . (empty signature)
         let none = "eyJhbGciOiJub25lIiwidHlwIjoiSldUIn0.eyJzdWIiOiJ1IiwiZXhwIjo5OTk5OTk5OTk5fQ.";
         assert!(v.verify(none).is_err());
         assert_eq!(v.verify("garbage"), Err(AuthError::Malformed));
         assert_eq!(v.verify_header(None), Err(AuthError::Missing));
         assert_eq!(v.verify_header(Some(b"Basic abc")), Err(AuthError::Missing));
+    }
+
+    proptest::proptest! {
+        /// Token decoding on hostile input: never a panic, never an acceptance.
+        #[test]
+        fn arbitrary_tokens_are_refused_without_panic(token in ".{0,400}", raw in proptest::collection::vec(proptest::num::u8::ANY, 0..400)) {
+            let v = Verifier::hs256(b"dev-secret", &leeway(5));
+            proptest::prop_assert!(v.verify(&token).is_err());
+            proptest::prop_assert!(v.verify_header(Some(&raw)).is_err());
+            let mut bearer = b"Bearer ".to_vec();
+            bearer.extend_from_slice(&raw);
+            proptest::prop_assert!(v.verify_header(Some(&bearer)).is_err());
+        }
+
+        /// Well-formed segments with arbitrary JSON inside: still refused without panic.
+        #[test]
+        fn arbitrary_json_segments_are_refused(header in "[ -~]{0,120}", claims in "[ -~]{0,200}", signature in "[A-Za-z0-9_-]{0,90}") {
+            use base64::Engine as _;
+            let b64 = |s: &str| base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(s);
+            let token = format!("{}.{}.{signature}", b64(&header), b64(&claims));
+            let v = Verifier::hs256(b"dev-secret", &leeway(5));
+            proptest::prop_assert!(v.verify(&token).is_err());
+        }
     }
 }

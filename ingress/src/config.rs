@@ -80,9 +80,75 @@ pub struct Config {
     #[arg(long, env = "JWT_JWKS_FILE")]
     pub jwks_file: Option<PathBuf>,
 
-    /// Clock skew tolerated on `exp` and `nbf`, in seconds (at most 30).
+    /// Clock skew tolerated on `exp`, `nbf` and `iat`, in seconds (at most 30).
     #[arg(long, env = "JWT_LEEWAY_SECS", default_value_t = 5)]
     pub jwt_leeway_secs: u64,
+
+    /// Required `iss` of every token, when set (a token without it is refused).
+    #[arg(long, env = "JWT_ISSUER")]
+    pub jwt_issuer: Option<String>,
+
+    /// Required `aud` of every token, when set (a token without it is refused).
+    #[arg(long, env = "JWT_AUDIENCE")]
+    pub jwt_audience: Option<String>,
+
+    /// Least time between two re-reads of `JWT_JWKS_FILE` prompted by unknown key ids.
+    #[arg(
+        long,
+        env = "JWT_JWKS_REFRESH_MIN_INTERVAL_MS",
+        default_value_t = 30_000
+    )]
+    pub jwks_refresh_min_interval_ms: u64,
+
+    /// Largest request head (request line and headers), in bytes; larger is answered 431.
+    #[arg(long, env = "INGRESS_MAX_HEADER_BYTES", default_value_t = 8_192)]
+    pub max_header_bytes: usize,
+
+    /// Most header fields in one request; more is answered 431.
+    #[arg(long, env = "INGRESS_MAX_HEADERS", default_value_t = 48)]
+    pub max_headers: usize,
+
+    /// Longest wait for a complete request head, from the moment the server waits for one: it
+    /// bounds slow-header clients and idle keep-alive connections alike. The default stays above
+    /// an AWS ALB's 60 s idle timeout, so the load balancer always closes idle connections first.
+    #[arg(long, env = "INGRESS_HEADER_READ_TIMEOUT_MS", default_value_t = 75_000)]
+    pub header_read_timeout_ms: u64,
+
+    /// Longest time one request may take once its head arrived; past it the answer is 503 (a
+    /// reservation it made stays journaled and is rolled forward).
+    #[arg(long, env = "INGRESS_REQUEST_TIMEOUT_MS", default_value_t = 15_000)]
+    pub request_timeout_ms: u64,
+
+    /// Most open client connections; further connections are closed at once.
+    #[arg(long, env = "INGRESS_MAX_CONNECTIONS", default_value_t = 20_000)]
+    pub max_connections: usize,
+
+    /// Most requests handled at once; beyond it requests are answered 503 at once (load
+    /// shedding) instead of queueing.
+    #[arg(long, env = "INGRESS_MAX_IN_FLIGHT", default_value_t = 8_192)]
+    pub max_in_flight: usize,
+
+    /// Requests per second one user (`sub`) may make, sustained; 0 turns the limit off.
+    #[arg(long, env = "RATE_LIMIT_USER_PER_SEC", default_value_t = 5)]
+    pub rate_limit_user_per_sec: u32,
+
+    /// Requests one user may make in a burst above the sustained rate.
+    #[arg(long, env = "RATE_LIMIT_USER_BURST", default_value_t = 10)]
+    pub rate_limit_user_burst: u32,
+
+    /// Requests per second one client address may make, sustained; 0 (the default) turns the
+    /// limit off. Mobile carriers put many users behind one address: size it for that.
+    #[arg(long, env = "RATE_LIMIT_IP_PER_SEC", default_value_t = 0)]
+    pub rate_limit_ip_per_sec: u32,
+
+    /// Requests one client address may make in a burst above the sustained rate.
+    #[arg(long, env = "RATE_LIMIT_IP_BURST", default_value_t = 200)]
+    pub rate_limit_ip_burst: u32,
+
+    /// Peers (addresses or CIDR blocks, comma-separated) whose `X-Forwarded-For` names the
+    /// client, e.g. the load balancer's subnets. Other peers are the client themselves.
+    #[arg(long, env = "INGRESS_TRUSTED_PROXIES", value_delimiter = ',')]
+    pub trusted_proxies: Vec<ipnet::IpNet>,
 
     /// Largest request body accepted, in bytes.
     #[arg(long, env = "INGRESS_MAX_BODY_BYTES", default_value_t = 4096)]
@@ -102,6 +168,37 @@ impl service::Validate for Config {
     fn validate(&self) -> Result<(), Vec<String>> {
         let mut problems = Vec::new();
         self.common.problems(&mut problems);
+        if !(1_024..=65_536).contains(&self.max_header_bytes) {
+            problems.push("INGRESS_MAX_HEADER_BYTES must be between 1024 and 65536".to_owned());
+        }
+        if !(8..=200).contains(&self.max_headers) {
+            problems.push("INGRESS_MAX_HEADERS must be between 8 and 200".to_owned());
+        }
+        if !(100..=600_000).contains(&self.header_read_timeout_ms) {
+            problems
+                .push("INGRESS_HEADER_READ_TIMEOUT_MS must be between 100 and 600000".to_owned());
+        }
+        if !(100..=600_000).contains(&self.request_timeout_ms) {
+            problems.push("INGRESS_REQUEST_TIMEOUT_MS must be between 100 and 600000".to_owned());
+        }
+        if self.max_connections == 0 || self.max_in_flight == 0 {
+            problems.push(
+                "INGRESS_MAX_CONNECTIONS and INGRESS_MAX_IN_FLIGHT must be positive".to_owned(),
+            );
+        }
+        if self.rate_limit_user_per_sec > 0 && self.rate_limit_user_burst == 0 {
+            problems.push(
+                "RATE_LIMIT_USER_BURST must be positive when the user limit is on".to_owned(),
+            );
+        }
+        if self.rate_limit_ip_per_sec > 0 && self.rate_limit_ip_burst == 0 {
+            problems.push(
+                "RATE_LIMIT_IP_BURST must be positive when the address limit is on".to_owned(),
+            );
+        }
+        if self.jwt_issuer.as_deref() == Some("") || self.jwt_audience.as_deref() == Some("") {
+            problems.push("JWT_ISSUER and JWT_AUDIENCE must not be empty when set".to_owned());
+        }
         if self.shutdown_delay_ms > 300_000 {
             problems.push("SHUTDOWN_DELAY_MS must be at most 300000".to_owned());
         }

@@ -9,7 +9,9 @@
 //! - [`journal`]: clearing confirmed reservations, rolling overdue ones forward, re-seeding.
 //! - [`reconcile`]: gate against ledger, per campaign: breaches and repair.
 //! - [`issuances`] and [`campaigns`]: the user and operator routes.
-//! - [`routes`]: HTTP routing, body limits and problem responses.
+//! - [`routes`]: HTTP routing, body limits, load shedding, the request deadline, problem
+//!   responses.
+//! - [`limits`]: rate limits per user and per client address, the client address.
 //! - [`metrics`]: the Prometheus metrics served on `/metrics`.
 //!
 //! [`App::build`] connects to the dependencies; [`run`] serves a bound listener until the
@@ -22,6 +24,7 @@ pub mod config;
 pub mod gate;
 pub mod issuances;
 pub mod journal;
+pub mod limits;
 pub mod metrics;
 pub mod problem;
 pub mod publish;
@@ -45,7 +48,10 @@ pub use config::Config;
 /// Everything a request handler needs, shared by all connections.
 pub struct App {
     pub config: Config,
-    pub verifier: auth::Verifier,
+    pub keys: auth::Keys,
+    pub limits: Arc<limits::RateLimits>,
+    /// Permits for requests being handled; none left means shed load (503).
+    pub in_flight: Arc<tokio::sync::Semaphore>,
     pub gate: gate::Gate,
     pub publisher: publish::Publisher,
     /// Reservations Kafka confirmed, on their way out of the journal.
@@ -60,12 +66,19 @@ pub struct App {
 impl App {
     /// Connects to Redis, Kafka and PostgreSQL. Fails when Redis or the topic is unreachable.
     pub async fn build(config: Config) -> anyhow::Result<Arc<App>> {
-        let verifier = match &config.jwks_file {
-            Some(path) => auth::Verifier::from_jwks_file(path, config.jwt_leeway_secs)
-                .context("loading JWT_JWKS_FILE")?,
-            None => {
-                auth::Verifier::hs256(config.jwt_hs256_secret.as_bytes(), config.jwt_leeway_secs)
-            }
+        let expect = auth::Expectations {
+            leeway_secs: config.jwt_leeway_secs,
+            issuer: config.jwt_issuer.clone(),
+            audience: config.jwt_audience.clone(),
+        };
+        let keys = match &config.jwks_file {
+            Some(path) => auth::Keys::jwks_file(
+                path,
+                expect,
+                Duration::from_millis(config.jwks_refresh_min_interval_ms),
+            )
+            .context("loading JWT_JWKS_FILE")?,
+            None => auth::Keys::hs256(config.jwt_hs256_secret.as_bytes(), expect),
         };
         let gate = gate::Gate::connect(
             &config.redis_url,
@@ -89,9 +102,13 @@ impl App {
         let db = service::pg_pool(&config.database_url, config.database_pool_size)
             .context("DATABASE_URL")?;
         let confirmations = journal::Confirmations::spawn(gate.clone());
+        let limits = limits::RateLimits::new(&config);
+        let in_flight = Arc::new(tokio::sync::Semaphore::new(config.max_in_flight));
         Ok(Arc::new(App {
+            limits,
+            in_flight,
             config,
-            verifier,
+            keys,
             confirmations,
             gate,
             publisher,
@@ -133,8 +150,11 @@ pub async fn run(
     let graceful = hyper_util::server::graceful::GracefulShutdown::new();
     let mut http = hyper::server::conn::http1::Builder::new();
     http.timer(TokioTimer::new())
-        .header_read_timeout(Duration::from_secs(10))
+        .header_read_timeout(Duration::from_millis(app.config.header_read_timeout_ms))
+        .max_headers(app.config.max_headers)
+        .max_header_size(app.config.max_header_bytes)
         .keep_alive(true);
+    let connections = Arc::new(tokio::sync::Semaphore::new(app.config.max_connections));
     let (stop_sweeper, sweeper_stopped) = tokio::sync::watch::channel(false);
     let sweeper = tokio::spawn(journal::sweep(app.clone(), sweeper_stopped));
     let delay = Duration::from_millis(app.config.shutdown_delay_ms);
@@ -151,7 +171,7 @@ pub async fn run(
     loop {
         tokio::select! {
             accepted = listener.accept() => {
-                let (stream, _) = match accepted {
+                let (stream, peer) = match accepted {
                     Ok(pair) => pair,
                     Err(e) => {
                         // Out of file descriptors and similar: back off instead of spinning.
@@ -160,12 +180,18 @@ pub async fn run(
                         continue;
                     }
                 };
+                let Ok(permit) = connections.clone().try_acquire_owned() else {
+                    // At the connection limit: close at once rather than queue.
+                    app.metrics.connections_refused.inc();
+                    drop(stream);
+                    continue;
+                };
                 let _ = stream.set_nodelay(true);
                 let open = service::metrics::ConnectionGuard::open(&app.metrics.process.open_connections);
                 let app = app.clone();
                 let service = service_fn(move |request| {
                     let app = app.clone();
-                    async move { Ok::<_, Infallible>(routes::handle(&app, request).await) }
+                    async move { Ok::<_, Infallible>(routes::handle(&app, request, peer).await) }
                 });
                 let connection = graceful.watch(http.serve_connection(TokioIo::new(stream), service));
                 tokio::spawn(async move {
@@ -173,6 +199,7 @@ pub async fn run(
                         tracing::debug!(error = %e, "connection ended with an error");
                     }
                     drop(open);
+                    drop(permit);
                 });
             }
             () = &mut stopping => break,

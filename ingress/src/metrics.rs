@@ -24,6 +24,9 @@ pub struct Metrics {
     pub producer_queue: Gauge,
     pub journal_entries: Gauge,
     pub rolled_forward: Counter,
+    pub connections_refused: Counter,
+    pub shed: Counter,
+    pub jwks_refreshes: Gauge,
 }
 
 /// How a reservation ended, as counted.
@@ -60,6 +63,9 @@ impl Metrics {
             producer_queue: Gauge::default(),
             journal_entries: Gauge::default(),
             rolled_forward: Counter::default(),
+            connections_refused: Counter::default(),
+            shed: Counter::default(),
+            jwks_refreshes: Gauge::default(),
         };
         let registry = &mut metrics.registry;
         metrics.process.register(registry);
@@ -107,6 +113,21 @@ impl Metrics {
             "coupon_journal_rolled_forward",
             "Reservations re-produced by the sweeper",
             metrics.rolled_forward.clone(),
+        );
+        registry.register(
+            "coupon_connections_refused",
+            "Connections closed at once because INGRESS_MAX_CONNECTIONS were open",
+            metrics.connections_refused.clone(),
+        );
+        registry.register(
+            "coupon_requests_shed",
+            "Requests answered 503 at once because INGRESS_MAX_IN_FLIGHT were in progress",
+            metrics.shed.clone(),
+        );
+        registry.register(
+            "coupon_jwks_refreshes",
+            "Re-reads of the JWKS prompted by unknown key ids since start",
+            metrics.jwks_refreshes.clone(),
         );
         metrics
     }

@@ -20,6 +20,10 @@ pub enum Problem {
         issuance_id: Option<String>,
     },
     SoldOut,
+    /// The caller (user or client address) is over its rate; retry after the given seconds.
+    TooManyRequests {
+        retry_after_secs: u32,
+    },
     /// A dependency is unavailable or did not answer in time; retry after the given seconds.
     Unavailable {
         detail: &'static str,
@@ -61,6 +65,11 @@ impl Problem {
                 "A coupon of this campaign is already issued to you",
             ),
             Problem::SoldOut => (StatusCode::GONE, "sold-out", "The campaign is sold out"),
+            Problem::TooManyRequests { .. } => (
+                StatusCode::TOO_MANY_REQUESTS,
+                "rate-limited",
+                "Too many requests",
+            ),
             Problem::Unavailable { .. } => (
                 StatusCode::SERVICE_UNAVAILABLE,
                 "unavailable",
@@ -106,7 +115,8 @@ impl Problem {
         match &self {
             Problem::Unavailable {
                 retry_after_secs, ..
-            } => {
+            }
+            | Problem::TooManyRequests { retry_after_secs } => {
                 headers.insert(header::RETRY_AFTER, HeaderValue::from(*retry_after_secs));
             }
             Problem::Unauthorized(_) => {

@@ -17,7 +17,7 @@ use crate::{App, campaigns, issuances};
 
 type Reply = Response<Full<Bytes>>;
 
-pub async fn handle(app: &App, request: Request<Incoming>) -> Reply {
+pub async fn handle(app: &App, request: Request<Incoming>, peer: std::net::SocketAddr) -> Reply {
     let started = std::time::Instant::now();
     let label = route_label(request.uri().path());
     let span = tracing::info_span!(
@@ -38,13 +38,52 @@ pub async fn handle(app: &App, request: Request<Incoming>) -> Reply {
     if let Some(trace_id) = service::tracing_context::trace_id(&span) {
         span.record("trace_id", trace_id);
     }
-    let reply = match route(app, request).instrument(span.clone()).await {
+    let reply = match guarded(app, request, peer, label)
+        .instrument(span.clone())
+        .await
+    {
         Ok(reply) => reply,
         Err(problem) => problem.into_response(),
     };
     span.record("http.status", reply.status().as_u16());
     app.metrics.request(label, reply.status().as_u16(), started);
     reply
+}
+
+/// The limits around the API routes: load shedding, the client address's rate and the request
+/// deadline. Probes and metrics answer regardless.
+async fn guarded(
+    app: &App,
+    request: Request<Incoming>,
+    peer: std::net::SocketAddr,
+    label: &'static str,
+) -> Result<Reply, Problem> {
+    if matches!(label, "healthz" | "readyz" | "metrics") {
+        return route(app, request).await;
+    }
+    let Ok(_permit) = app.in_flight.try_acquire() else {
+        app.metrics.shed.inc();
+        return Err(Problem::Unavailable {
+            detail: "overloaded; retry",
+            retry_after_secs: 1,
+        });
+    };
+    app.limits.address(crate::limits::client_address(
+        peer,
+        request.headers(),
+        &app.config.trusted_proxies,
+    ))?;
+    let deadline = std::time::Duration::from_millis(app.config.request_timeout_ms);
+    match tokio::time::timeout(deadline, route(app, request)).await {
+        Ok(outcome) => outcome,
+        Err(_elapsed) => {
+            tracing::warn!(route = label, "request deadline passed");
+            Err(Problem::Unavailable {
+                detail: "the request took too long; retry",
+                retry_after_secs: 1,
+            })
+        }
+    }
 }
 
 /// The route's name in metrics: one of a fixed set, whatever the path holds.
@@ -73,7 +112,7 @@ async fn route(app: &App, request: Request<Incoming>) -> Result<Reply, Problem> 
         (["readyz"], &Method::GET) => readyz(app).await,
         (["metrics"], &Method::GET) => Ok(metrics(app)),
         (["v1", "campaigns", id, "issuances"], &Method::POST) => {
-            let caller = authenticate(app, &request)?;
+            let caller = user(app, &request).await?;
             let campaign = parse_campaign(id)?;
             read_body(app, request).await?;
             let accepted = issuances::request(app, &caller, campaign).await?;
@@ -85,7 +124,7 @@ async fn route(app: &App, request: Request<Incoming>) -> Result<Reply, Problem> 
             Ok(reply)
         }
         (["v1", "issuances", id], &Method::GET) => {
-            let caller = authenticate(app, &request)?;
+            let caller = user(app, &request).await?;
             let issuance: IssuanceId = id
                 .parse()
                 .map_err(|e: schema::ids::IdError| Problem::BadRequest(e.to_string()))?;
@@ -93,7 +132,7 @@ async fn route(app: &App, request: Request<Incoming>) -> Result<Reply, Problem> 
             Ok(json(StatusCode::OK, &status))
         }
         (["v1", "admin", "campaigns"], &Method::POST) => {
-            admin(app, &request)?;
+            admin(app, &request).await?;
             let body = read_body(app, request).await?;
             let view = campaigns::create(app, &body).await?;
             let mut reply = json(StatusCode::CREATED, &view);
@@ -103,7 +142,7 @@ async fn route(app: &App, request: Request<Incoming>) -> Result<Reply, Problem> 
             Ok(reply)
         }
         (["v1", "admin", "campaigns", id], &Method::GET) => {
-            admin(app, &request)?;
+            admin(app, &request).await?;
             let campaign = parse_campaign(id)?;
             let view = campaigns::view(app, &campaign)
                 .await?
@@ -124,16 +163,23 @@ async fn route(app: &App, request: Request<Incoming>) -> Result<Reply, Problem> 
     }
 }
 
-fn authenticate(app: &App, request: &Request<Incoming>) -> Result<Principal, Problem> {
+async fn authenticate(app: &App, request: &Request<Incoming>) -> Result<Principal, Problem> {
     let header = request
         .headers()
         .get(header::AUTHORIZATION)
         .map(HeaderValue::as_bytes);
-    Ok(app.verifier.verify_header(header)?)
+    Ok(app.keys.verify_header(header).await?)
 }
 
-fn admin(app: &App, request: &Request<Incoming>) -> Result<Principal, Problem> {
-    let caller = authenticate(app, request)?;
+/// A user route's caller, counted against the per-user rate.
+async fn user(app: &App, request: &Request<Incoming>) -> Result<Principal, Problem> {
+    let caller = authenticate(app, request).await?;
+    app.limits.user(caller.user.as_str())?;
+    Ok(caller)
+}
+
+async fn admin(app: &App, request: &Request<Incoming>) -> Result<Principal, Problem> {
+    let caller = authenticate(app, request).await?;
     if caller.admin {
         Ok(caller)
     } else {
@@ -207,6 +253,14 @@ async fn readyz(app: &App) -> Result<Reply, Problem> {
 
 fn metrics(app: &App) -> Reply {
     service::metrics::set_count(&app.metrics.producer_queue, app.publisher.queued());
+    app.metrics.jwks_refreshes.set(
+        i64::try_from(
+            app.keys
+                .refreshes
+                .load(std::sync::atomic::Ordering::Relaxed),
+        )
+        .unwrap_or(i64::MAX),
+    );
     let mut reply = Response::new(Full::new(Bytes::from(app.metrics.render())));
     reply.headers_mut().insert(
         header::CONTENT_TYPE,

@@ -5,6 +5,7 @@
 mod faults;
 mod loadtest;
 mod operations;
+mod security;
 mod support;
 
 use std::collections::{HashMap, HashSet};

@@ -22,6 +22,8 @@ pub struct Stack {
     pub base: String,
     pub http: reqwest::Client,
     pub app: Arc<ingress::App>,
+    /// The operator token of `admin_*` calls when the ingress expects other tokens.
+    pub admin_token: Option<String>,
     stops: Vec<oneshot::Sender<()>>,
     tasks: Vec<tokio::task::JoinHandle<anyhow::Result<()>>>,
     /// Last field: dropped after the clients above.
@@ -31,6 +33,8 @@ pub struct Stack {
 pub struct Options {
     pub partitions: i32,
     pub consumer: bool,
+    /// Ingress settings beyond the test defaults (`--name=value`).
+    pub extra: Vec<String>,
 }
 
 impl Stack {
@@ -39,15 +43,22 @@ impl Stack {
         Stack::start(Options {
             partitions: 3,
             consumer: true,
+            extra: Vec::new(),
         })
         .await
     }
 
     /// The ingress alone: accepted events stay on the topic.
     pub async fn ingress_only() -> Stack {
+        Stack::ingress_with(&[]).await
+    }
+
+    /// The ingress alone, with extra settings.
+    pub async fn ingress_with(extra: &[&str]) -> Stack {
         Stack::start(Options {
             partitions: 1,
             consumer: false,
+            extra: extra.iter().map(|s| (*s).to_owned()).collect(),
         })
         .await
     }
@@ -58,25 +69,34 @@ impl Stack {
             .with_test_writer()
             .try_init();
         let fixture = Fixture::new(options.partitions).await;
-        let config = ingress::Config::from_args([
-            "coupon-ingress",
-            "--listen=127.0.0.1:0",
-            &format!("--redis-url={}", testkit::redis_url()),
-            &format!("--redis-key-prefix={}", fixture.redis_prefix),
-            &format!("--kafka-brokers={}", testkit::kafka_brokers()),
-            &format!("--topic-requested={}", fixture.topic),
-            &format!("--database-url={}", fixture.database_url),
-            &format!("--jwt-hs256-secret={}", testkit::HS256_SECRET),
-            "--database-pool-size=4",
+        let defaults = [
+            "--listen=127.0.0.1:0".to_owned(),
+            format!("--redis-url={}", testkit::redis_url()),
+            format!("--redis-key-prefix={}", fixture.redis_prefix),
+            format!("--kafka-brokers={}", testkit::kafka_brokers()),
+            format!("--topic-requested={}", fixture.topic),
+            format!("--database-url={}", fixture.database_url),
+            format!("--jwt-hs256-secret={}", testkit::HS256_SECRET),
+            "--database-pool-size=4".to_owned(),
             // Tests share two cores with the build and each other: be patient with Redis.
-            "--redis-timeout-ms=5000",
+            "--redis-timeout-ms=5000".to_owned(),
             // Short journal deadlines so roll-forward happens within a test's patience.
-            "--kafka-message-timeout-ms=3000",
-            "--journal-grace-ms=500",
-            "--sweep-interval-ms=200",
-            "--reconcile-interval-ms=500",
-            "--shutdown-delay-ms=0",
-        ])
+            "--kafka-message-timeout-ms=3000".to_owned(),
+            "--journal-grace-ms=500".to_owned(),
+            "--sweep-interval-ms=200".to_owned(),
+            "--reconcile-interval-ms=500".to_owned(),
+            "--shutdown-delay-ms=0".to_owned(),
+            // Tests poll one user's status often; the rate limits have their own tests.
+            "--rate-limit-user-per-sec=0".to_owned(),
+        ];
+        // A setting the test gives replaces the default (clap refuses one flag twice).
+        let flag = |arg: &str| arg.split('=').next().unwrap_or_default().to_owned();
+        let given: Vec<String> = options.extra.iter().map(|a| flag(a)).collect();
+        let config = ingress::Config::from_args(
+            std::iter::once("coupon-ingress".to_owned())
+                .chain(defaults.into_iter().filter(|d| !given.contains(&flag(d))))
+                .chain(options.extra),
+        )
         .expect("ingress config");
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let base = format!("http://{}", listener.local_addr().unwrap());
@@ -102,6 +122,7 @@ impl Stack {
                 .build()
                 .unwrap(),
             app,
+            admin_token: None,
             stops,
             tasks,
             fixture,
@@ -142,10 +163,17 @@ impl Stack {
         created["id"].as_str().unwrap().to_owned()
     }
 
+    /// The operator's token: a development one, unless a test set its own.
+    pub fn admin_token(&self) -> String {
+        self.admin_token
+            .clone()
+            .unwrap_or_else(|| token("operator", Some("admin"), 3600))
+    }
+
     pub async fn admin_post(&self, path: &str, body: &Value) -> reqwest::Response {
         self.http
             .post(format!("{}{path}", self.base))
-            .bearer_auth(token("operator", Some("admin"), 3600))
+            .bearer_auth(self.admin_token())
             .json(body)
             .send()
             .await
@@ -156,7 +184,7 @@ impl Stack {
         let response = self
             .http
             .get(format!("{}/v1/admin/campaigns/{id}", self.base))
-            .bearer_auth(token("operator", Some("admin"), 3600))
+            .bearer_auth(self.admin_token())
             .send()
             .await
             .unwrap();
