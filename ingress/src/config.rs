@@ -181,6 +181,12 @@ impl service::Validate for Config {
         if !(100..=600_000).contains(&self.request_timeout_ms) {
             problems.push("INGRESS_REQUEST_TIMEOUT_MS must be between 100 and 600000".to_owned());
         }
+        if self.request_timeout_ms <= self.kafka_message_timeout_ms + 1_000 {
+            problems.push(
+                "INGRESS_REQUEST_TIMEOUT_MS must exceed KAFKA_MESSAGE_TIMEOUT_MS + 1000 (the wait for Kafka's answer)"
+                    .to_owned(),
+            );
+        }
         if self.max_connections == 0 || self.max_in_flight == 0 {
             problems.push(
                 "INGRESS_MAX_CONNECTIONS and INGRESS_MAX_IN_FLIGHT must be positive".to_owned(),

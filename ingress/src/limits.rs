@@ -19,7 +19,11 @@ use ipnet::IpNet;
 use crate::problem::Problem;
 
 pub struct RateLimits {
-    user: Option<DefaultKeyedRateLimiter<String>>,
+    /// Keyed by a keyed hash of the user id: a drop brings hundreds of thousands of distinct
+    /// users, and eight bytes per key keep the map small. The hash key is random per process,
+    /// so nobody can pick user ids that collide on purpose.
+    user: Option<DefaultKeyedRateLimiter<u64>>,
+    user_hash: std::collections::hash_map::RandomState,
     ip: Option<DefaultKeyedRateLimiter<IpAddr>>,
     clock: DefaultClock,
 }
@@ -39,6 +43,7 @@ impl RateLimits {
     pub fn new(config: &crate::Config) -> Arc<RateLimits> {
         let limits = Arc::new(RateLimits {
             user: limiter(config.rate_limit_user_per_sec, config.rate_limit_user_burst),
+            user_hash: Default::default(),
             ip: limiter(config.rate_limit_ip_per_sec, config.rate_limit_ip_burst),
             clock: DefaultClock::default(),
         });
@@ -65,7 +70,10 @@ impl RateLimits {
     /// Counts one request of `user`; 429 when over the rate.
     pub fn user(&self, user: &str) -> Result<(), Problem> {
         match &self.user {
-            Some(limiter) => self.verdict(limiter.check_key(&user.to_owned())),
+            Some(limiter) => {
+                use std::hash::BuildHasher as _;
+                self.verdict(limiter.check_key(&self.user_hash.hash_one(user)))
+            }
             None => Ok(()),
         }
     }
