@@ -20,6 +20,22 @@ pub struct Config {
     #[arg(long, env = "TOPIC_ISSUANCE_DEAD_LETTER", default_value = schema::topics::ISSUANCE_DEAD_LETTER)]
     pub topic_dead_letter: String,
 
+    /// Topic of issued coupons, for downstream teams (published by the outbox relay).
+    #[arg(long, env = "TOPIC_COUPON_ISSUED", default_value = schema::topics::COUPON_ISSUED)]
+    pub topic_issued: String,
+
+    /// Run the outbox relay in this process (`true`/`false`); every pod may run one.
+    #[arg(long, env = "OUTBOX_RELAY", default_value_t = true, action = clap::ArgAction::Set)]
+    pub outbox_relay: bool,
+
+    /// Most outbox rows one relay round publishes.
+    #[arg(long, env = "OUTBOX_BATCH", default_value_t = 500)]
+    pub outbox_batch: usize,
+
+    /// How long the relay waits before looking again when the outbox was empty, in ms.
+    #[arg(long, env = "OUTBOX_POLL_MS", default_value_t = 100)]
+    pub outbox_poll_ms: u64,
+
     /// Largest number of events written in one PostgreSQL transaction.
     #[arg(long, env = "CONSUMER_BATCH_SIZE", default_value_t = 1000)]
     pub batch_size: usize,
@@ -81,6 +97,15 @@ impl service::Validate for Config {
         }
         if self.topic_requested.is_empty() || self.topic_dead_letter.is_empty() {
             problems.push("topic names must not be empty".to_owned());
+        }
+        if !(1..=10_000).contains(&self.outbox_batch) {
+            problems.push("OUTBOX_BATCH must be between 1 and 10000".to_owned());
+        }
+        if !(10..=60_000).contains(&self.outbox_poll_ms) {
+            problems.push("OUTBOX_POLL_MS must be between 10 and 60000".to_owned());
+        }
+        if self.topic_issued.is_empty() {
+            problems.push("TOPIC_COUPON_ISSUED must not be empty".to_owned());
         }
         if self.database_pool_size == 0 {
             problems.push("DATABASE_POOL_SIZE must be positive".to_owned());

@@ -4,7 +4,8 @@
 //! - [`config`]: every setting, from the environment and the command line.
 //! - [`decode`]: a record to a validated [`decode::Issuance`], or the reason it is poison.
 //! - [`plan`]: which issuances of a batch the ledger accepts or refuses (pure).
-//! - [`store`]: one PostgreSQL transaction per batch.
+//! - [`store`]: one PostgreSQL transaction per batch (coupons, counters, outbox rows).
+//! - [`relay`]: publishes the outbox as `coupon.issued.v1`, at least once, one relay per row.
 //! - [`dead_letter`]: the dead-letter topic.
 //! - [`metrics`]: Prometheus metrics, lag from librdkafka statistics, group membership.
 //!
@@ -18,6 +19,7 @@ pub mod dead_letter;
 pub mod decode;
 pub mod metrics;
 pub mod plan;
+pub mod relay;
 pub mod store;
 
 use std::collections::BTreeMap;
@@ -45,6 +47,7 @@ pub struct Persister {
     config: Config,
     consumer: Arc<StreamConsumer<Context>>,
     dead_letters: DeadLetters,
+    relay: Option<relay::Relay>,
     ledger: Ledger,
     metrics: Arc<Metrics>,
     stopping: Arc<AtomicBool>,
@@ -85,10 +88,19 @@ impl Persister {
             .context("creating the dead-letter producer")?;
         let pool = service::pg_pool(&config.database_url, config.database_pool_size)
             .context("DATABASE_URL")?;
+        let relay = if config.outbox_relay {
+            Some(
+                relay::Relay::new(&config, pool.clone(), metrics.clone())
+                    .context("creating the outbox relay's producer")?,
+            )
+        } else {
+            None
+        };
         Ok(Persister {
             config,
             consumer: Arc::new(consumer),
             dead_letters,
+            relay,
             ledger: Ledger::new(pool),
             metrics,
             stopping: Arc::new(AtomicBool::new(false)),
@@ -108,10 +120,14 @@ impl Persister {
     /// offsets and leaves the group. Past `SHUTDOWN_TIMEOUT_MS` after the signal the process
     /// exits with status 1 (nothing is lost: uncommitted batches are redelivered).
     pub async fn run(
-        self,
+        mut self,
         shutdown: impl Future<Output = ()> + Send + 'static,
     ) -> anyhow::Result<()> {
         let (stop_tx, stop) = watch::channel(false);
+        let relay = self
+            .relay
+            .take()
+            .map(|relay| tokio::spawn(relay.run(stop.clone())));
         let stopping = self.stopping.clone();
         let bound = Duration::from_millis(self.config.common.shutdown_timeout_ms);
         tokio::spawn(async move {
@@ -180,6 +196,9 @@ impl Persister {
             Err(e) => tracing::warn!(error = %e, "final offset commit failed"),
         }
         self.consumer.unsubscribe();
+        if let Some(relay) = relay {
+            let _ = relay.await;
+        }
         Ok(())
     }
 

@@ -30,6 +30,8 @@ pub struct Metrics {
     rejected: Family<[(&'static str, &'static str); 1], Counter>,
     redelivered: Counter,
     pub dead_letters: Counter,
+    pub outbox_published: Counter,
+    pub outbox_backlog: Gauge,
 }
 
 impl Metrics {
@@ -45,6 +47,8 @@ impl Metrics {
             rejected: Family::default(),
             redelivered: Counter::default(),
             dead_letters: Counter::default(),
+            outbox_published: Counter::default(),
+            outbox_backlog: Gauge::default(),
         };
         let registry = &mut metrics.registry;
         metrics.process.register(registry);
@@ -87,6 +91,16 @@ impl Metrics {
             "coupon_dead_letters",
             "Records sent to the dead-letter topic",
             metrics.dead_letters.clone(),
+        );
+        registry.register(
+            "coupon_outbox_published",
+            "Outbox events the relay published (coupon.issued)",
+            metrics.outbox_published.clone(),
+        );
+        registry.register(
+            "coupon_outbox_backlog",
+            "Outbox rows not yet published",
+            metrics.outbox_backlog.clone(),
         );
         // Present from the start, so an alert on its increase has a series to compare against.
         for reason in ["stock-exhausted", "per-user-limit", "unknown-campaign"] {

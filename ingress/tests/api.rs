@@ -5,6 +5,7 @@
 mod faults;
 mod loadtest;
 mod operations;
+mod outbox;
 mod security;
 mod support;
 

@@ -13,6 +13,12 @@ pub const ISSUANCE_DEAD_LETTER: &str = "coupon.issuance.requested.v1.dlq";
 pub const ISSUANCE_REQUESTED_SCHEMA: &str = "coupon.v1.IssuanceRequested";
 pub const SCHEMA_VERSION: &str = "1";
 
+/// Schema name and CloudEvents type of `coupon.issued.v1` records.
+pub const COUPON_ISSUED_SCHEMA: &str = "coupon.v1.CouponIssued";
+pub const COUPON_ISSUED_TYPE: &str = "coupon.issued.v1";
+/// CloudEvents `source` of the events this pipeline publishes.
+pub const EVENT_SOURCE: &str = "/coupon-issuance";
+
 /// Record key `campaign:user`: every event of one user in one campaign lands on one partition,
 /// in order, while a campaign's load still spreads over all partitions.
 pub fn record_key(campaign_id: &str, user_id: &str) -> String {

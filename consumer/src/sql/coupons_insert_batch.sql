@@ -1,5 +1,6 @@
--- Inserts the planned coupons and moves each campaign's guarded counter by exactly the rows
--- inserted, in one statement. ON CONFLICT DO NOTHING and the CHECK on issued_count are the
+-- Inserts the planned coupons, moves each campaign's guarded counter by exactly the rows
+-- inserted, and queues one `coupon.issued` outbox row per inserted coupon, in one statement (so
+-- in the batch's transaction). ON CONFLICT DO NOTHING and the CHECK on issued_count are the
 -- ledger's own last line against duplicates and oversell.
 WITH batch AS (
     SELECT *
@@ -19,5 +20,8 @@ WITH batch AS (
     FROM (SELECT campaign_id, count(*)::int AS inserted FROM inserted GROUP BY campaign_id) n
     WHERE c.id = n.campaign_id
     RETURNING c.id
+), queued AS (
+    INSERT INTO outbox (event_id, kind, coupon_id)
+    SELECT id, 'coupon.issued', id FROM inserted
 )
 SELECT count(*) AS inserted FROM inserted

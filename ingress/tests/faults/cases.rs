@@ -360,6 +360,7 @@ async fn broker_stopped_at_admission_answers_503_and_settles_when_back() {
         &[
             (&world.fixture.topic, 3),
             (&world.fixture.dead_letter_topic, 1),
+            (&world.fixture.issued_topic, 3),
         ],
     )
     .await;

@@ -173,6 +173,7 @@ impl World {
                     "127.0.0.1:0".to_owned()
                 },
             )
+            .env("TOPIC_COUPON_ISSUED", &self.fixture.issued_topic)
             .env("KAFKA_STATISTICS_INTERVAL_MS", "1000")
             .envs(self.env.iter().map(|(k, v)| (k, v)))
             .env("KAFKA_SESSION_TIMEOUT_MS", "6000")

@@ -301,6 +301,7 @@ pub fn consumer_config(fixture: &Fixture) -> consumer::Config {
         &format!("--group-id={}", fixture.group),
         &format!("--topic-requested={}", fixture.topic),
         &format!("--topic-dead-letter={}", fixture.dead_letter_topic),
+        &format!("--topic-issued={}", fixture.issued_topic),
         &format!("--database-url={}", fixture.database_url),
         "--session-timeout-ms=6000",
         "--max-poll-interval-ms=6000",

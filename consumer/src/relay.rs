@@ -1,0 +1,246 @@
+//! The outbox relay: publishes `coupon.issued.v1` for every coupon the ledger committed.
+//!
+//! The batch transaction that inserts coupons also inserts their outbox rows, so a coupon
+//! without its event cannot exist. The relay takes the oldest unpublished rows under
+//! `FOR UPDATE SKIP LOCKED` (one relay per row, however many consumer pods run), produces their
+//! events with an idempotent producer, waits for every acknowledgement, marks the rows published
+//! and commits. A crash anywhere before the commit publishes the rows again later, with the same
+//! event ids: delivery is at least once, and downstream consumers de-duplicate on `ce_id`.
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use prost::Message as _;
+use rdkafka::ClientConfig;
+use rdkafka::message::{Header, OwnedHeaders};
+use rdkafka::producer::{FutureProducer, FutureRecord, Producer as _};
+use schema::ids::{CampaignId, IssuanceId};
+use schema::proto::CouponIssued;
+use schema::topics;
+use time::OffsetDateTime;
+use time::format_description::well_known::Rfc3339;
+use tokio::sync::watch;
+use uuid::Uuid;
+
+use crate::metrics::Metrics;
+
+#[derive(Debug, thiserror::Error)]
+pub enum RelayError {
+    #[error("no database connection: {0}")]
+    Pool(#[from] deadpool_postgres::PoolError),
+    #[error("database: {0}")]
+    Db(#[from] tokio_postgres::Error),
+    #[error("kafka did not acknowledge an event: {0}")]
+    Kafka(rdkafka::error::KafkaError),
+}
+
+pub struct Relay {
+    pool: deadpool_postgres::Pool,
+    producer: FutureProducer,
+    topic: String,
+    batch: i64,
+    poll: Duration,
+    metrics: Arc<Metrics>,
+}
+
+impl Relay {
+    pub fn new(
+        config: &crate::Config,
+        pool: deadpool_postgres::Pool,
+        metrics: Arc<Metrics>,
+    ) -> Result<Relay, rdkafka::error::KafkaError> {
+        let producer = ClientConfig::new()
+            .set("bootstrap.servers", &config.kafka_brokers)
+            .set("enable.idempotence", "true")
+            .set("acks", "all")
+            .set("linger.ms", "5")
+            .set("socket.nagle.disable", "true")
+            .set("message.timeout.ms", "10000")
+            .set("client.id", "coupon-relay")
+            .create()?;
+        Ok(Relay {
+            pool,
+            producer,
+            topic: config.topic_issued.clone(),
+            batch: config.outbox_batch as i64,
+            poll: Duration::from_millis(config.outbox_poll_ms),
+            metrics,
+        })
+    }
+
+    /// Publishes until `stop` turns true, then flushes the producer.
+    pub async fn run(self, mut stop: watch::Receiver<bool>) {
+        let mut backoff = Duration::from_millis(100);
+        let mut counted: Option<Instant> = None;
+        loop {
+            if *stop.borrow() {
+                break;
+            }
+            let wait = match self.publish_once().await {
+                Ok(published) if published > 0 => {
+                    backoff = Duration::from_millis(100);
+                    continue;
+                }
+                Ok(_) => {
+                    backoff = Duration::from_millis(100);
+                    if counted.is_none_or(|at| at.elapsed() >= Duration::from_secs(1)) {
+                        self.count_backlog().await;
+                        counted = Some(Instant::now());
+                    }
+                    self.poll
+                }
+                Err(e) => {
+                    tracing::warn!(error = %e, "relaying the outbox failed; retrying");
+                    backoff = (backoff * 2).min(Duration::from_secs(5));
+                    backoff
+                }
+            };
+            tokio::select! {
+                () = tokio::time::sleep(wait) => {}
+                _ = stop.wait_for(|stopped| *stopped) => break,
+            }
+        }
+        let producer = self.producer.clone();
+        let _ = tokio::task::spawn_blocking(move || producer.flush(Duration::from_secs(5))).await;
+    }
+
+    /// One round: the oldest unpublished rows, produced, acknowledged, marked. Returns how many.
+    async fn publish_once(&self) -> Result<usize, RelayError> {
+        let mut client = self.pool.get().await?;
+        let tx = client.transaction().await?;
+        let select = tx
+            .prepare_cached(include_str!("sql/outbox_select_unpublished.sql"))
+            .await?;
+        let rows = tx.query(&select, &[&self.batch]).await?;
+        if rows.is_empty() {
+            tx.commit().await?;
+            return Ok(0);
+        }
+        let mut ids = Vec::with_capacity(rows.len());
+        let mut sends = Vec::with_capacity(rows.len());
+        for row in &rows {
+            ids.push(row.try_get::<_, i64>("id")?);
+            let event = Outgoing {
+                event_id: row.try_get("event_id")?,
+                coupon_id: row.try_get("coupon_id")?,
+                campaign_id: row.try_get("campaign_id")?,
+                user_id: row.try_get("user_id")?,
+                seq: row.try_get("seq")?,
+                issued_at: row.try_get("issued_at")?,
+                expires_at: row.try_get("expires_at")?,
+            };
+            sends.push(self.send(event));
+        }
+        for sent in futures_util::future::join_all(sends).await {
+            // One missing acknowledgement rolls the whole round back: its rows are published
+            // again (the acknowledged ones twice, with the same event ids).
+            sent.map_err(RelayError::Kafka)?;
+        }
+        let mark = tx
+            .prepare_cached(include_str!("sql/outbox_update_published_by_ids.sql"))
+            .await?;
+        tx.execute(&mark, &[&ids]).await?;
+        tx.commit().await?;
+        self.metrics.outbox_published.inc_by(ids.len() as u64);
+        Ok(ids.len())
+    }
+
+    async fn send(&self, event: Outgoing) -> Result<(), rdkafka::error::KafkaError> {
+        let campaign = event.campaign_id.to_string();
+        let key = topics::record_key(&campaign, &event.user_id);
+        let payload = event.message().encode_to_vec();
+        let event_id = event.event_id.to_string();
+        let time = event.issued_at.format(&Rfc3339).unwrap_or_default();
+        let headers = OwnedHeaders::new_with_capacity(8)
+            .insert(Header {
+                key: "content-type",
+                value: Some(schema::PROTOBUF_CONTENT_TYPE),
+            })
+            .insert(Header {
+                key: "ce_specversion",
+                value: Some("1.0"),
+            })
+            .insert(Header {
+                key: "ce_id",
+                value: Some(&event_id),
+            })
+            .insert(Header {
+                key: "ce_type",
+                value: Some(topics::COUPON_ISSUED_TYPE),
+            })
+            .insert(Header {
+                key: "ce_source",
+                value: Some(topics::EVENT_SOURCE),
+            })
+            .insert(Header {
+                key: "ce_time",
+                value: Some(&time),
+            })
+            .insert(Header {
+                key: "schema",
+                value: Some(topics::COUPON_ISSUED_SCHEMA),
+            })
+            .insert(Header {
+                key: "schema-version",
+                value: Some(topics::SCHEMA_VERSION),
+            });
+        let record = FutureRecord::to(&self.topic)
+            .key(&key)
+            .payload(&payload)
+            .headers(headers);
+        match self.producer.send_result(record) {
+            Err((e, _)) => Err(e),
+            Ok(delivery) => match delivery.await {
+                Ok(Ok(_)) => Ok(()),
+                Ok(Err((e, _))) => Err(e),
+                Err(_canceled) => Err(rdkafka::error::KafkaError::Canceled),
+            },
+        }
+    }
+
+    async fn count_backlog(&self) {
+        let Ok(client) = self.pool.get().await else {
+            return;
+        };
+        let Ok(statement) = client
+            .prepare_cached(include_str!("sql/outbox_count_unpublished.sql"))
+            .await
+        else {
+            return;
+        };
+        if let Ok(row) = client.query_one(&statement, &[]).await {
+            self.metrics.outbox_backlog.set(row.get::<_, i64>(0));
+        }
+    }
+}
+
+/// One outbox row's event.
+struct Outgoing {
+    event_id: Uuid,
+    coupon_id: Uuid,
+    campaign_id: Uuid,
+    user_id: String,
+    seq: i32,
+    issued_at: OffsetDateTime,
+    expires_at: OffsetDateTime,
+}
+
+impl Outgoing {
+    fn message(&self) -> CouponIssued {
+        let issuance = IssuanceId {
+            campaign: CampaignId(self.campaign_id),
+            reservation: self.coupon_id,
+        };
+        let millis = |t: OffsetDateTime| (t.unix_timestamp_nanos() / 1_000_000) as i64;
+        CouponIssued {
+            event_id: self.event_id.to_string(),
+            issuance_id: issuance.to_string(),
+            coupon_id: self.coupon_id.to_string(),
+            campaign_id: self.campaign_id.to_string(),
+            user_id: self.user_id.clone(),
+            seq: u32::try_from(self.seq).unwrap_or_default(),
+            issued_at_ms: millis(self.issued_at),
+            expires_at_ms: millis(self.expires_at),
+        }
+    }
+}
