@@ -174,7 +174,16 @@ impl Publisher {
         let key = topics::record_key(&event.campaign_id, &event.user_id);
         let payload = event.encode_to_vec();
         let trace = service::tracing_context::headers_of(&tracing::Span::current());
-        let mut headers = OwnedHeaders::new_with_capacity(3 + trace.len());
+        let time = time::OffsetDateTime::from_unix_timestamp_nanos(
+            i128::from(event.requested_at_ms) * 1_000_000,
+        )
+        .ok()
+        .and_then(|t| {
+            t.format(&time::format_description::well_known::Rfc3339)
+                .ok()
+        })
+        .unwrap_or_default();
+        let mut headers = OwnedHeaders::new_with_capacity(8 + trace.len());
         for (key, value) in &trace {
             headers = headers.insert(Header {
                 key: key.as_str(),
@@ -193,6 +202,28 @@ impl Publisher {
             .insert(Header {
                 key: "schema-version",
                 value: Some(topics::SCHEMA_VERSION),
+            })
+            // CloudEvents binary mode: the issuance id is the event id (a re-produced event
+            // carries the same), the admission time is the event time.
+            .insert(Header {
+                key: "ce_specversion",
+                value: Some("1.0"),
+            })
+            .insert(Header {
+                key: "ce_id",
+                value: Some(event.issuance_id.as_str()),
+            })
+            .insert(Header {
+                key: "ce_type",
+                value: Some(topics::ISSUANCE_REQUESTED_TYPE),
+            })
+            .insert(Header {
+                key: "ce_source",
+                value: Some(topics::EVENT_SOURCE),
+            })
+            .insert(Header {
+                key: "ce_time",
+                value: Some(time.as_str()),
             });
         let record = FutureRecord::to(&self.topic)
             .key(&key)

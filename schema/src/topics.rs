@@ -12,6 +12,8 @@ pub const ISSUANCE_DEAD_LETTER: &str = "coupon.issuance.requested.v1.dlq";
 /// Schema name and version header values for `coupon.issuance.requested.v1`.
 pub const ISSUANCE_REQUESTED_SCHEMA: &str = "coupon.v1.IssuanceRequested";
 pub const SCHEMA_VERSION: &str = "1";
+/// CloudEvents type of `coupon.issuance.requested.v1` records.
+pub const ISSUANCE_REQUESTED_TYPE: &str = "coupon.issuance.requested.v1";
 
 /// Schema name and CloudEvents type of `coupon.issued.v1` records.
 pub const COUPON_ISSUED_SCHEMA: &str = "coupon.v1.CouponIssued";
