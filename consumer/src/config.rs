@@ -36,6 +36,31 @@ pub struct Config {
     #[arg(long, env = "OUTBOX_POLL_MS", default_value_t = 100)]
     pub outbox_poll_ms: u64,
 
+    /// Webhook notified of every issued coupon (plain `http://` URLs; no TLS is built in, so
+    /// reach HTTPS receivers through a sidecar or egress proxy). Unset: no notifications.
+    #[arg(long, env = "WEBHOOK_URL")]
+    pub webhook_url: Option<String>,
+
+    /// Key of the `X-Coupon-Signature` HMAC-SHA256 of each delivery.
+    #[arg(long, env = "WEBHOOK_SECRET", hide_env_values = true)]
+    pub webhook_secret: Option<String>,
+
+    /// Longest wait for one delivery, in ms.
+    #[arg(long, env = "WEBHOOK_TIMEOUT_MS", default_value_t = 5_000)]
+    pub webhook_timeout_ms: u64,
+
+    /// Attempts before a notification is dead-lettered.
+    #[arg(long, env = "WEBHOOK_MAX_ATTEMPTS", default_value_t = 8)]
+    pub webhook_max_attempts: u32,
+
+    /// First retry delay ceiling, in ms; doubles per attempt (full jitter).
+    #[arg(long, env = "WEBHOOK_BACKOFF_MS", default_value_t = 1_000)]
+    pub webhook_backoff_ms: u64,
+
+    /// Largest retry delay, in ms.
+    #[arg(long, env = "WEBHOOK_BACKOFF_MAX_MS", default_value_t = 300_000)]
+    pub webhook_backoff_max_ms: u64,
+
     /// Largest number of events written in one PostgreSQL transaction.
     #[arg(long, env = "CONSUMER_BATCH_SIZE", default_value_t = 1000)]
     pub batch_size: usize,
@@ -103,6 +128,33 @@ impl service::Validate for Config {
         }
         if !(10..=60_000).contains(&self.outbox_poll_ms) {
             problems.push("OUTBOX_POLL_MS must be between 10 and 60000".to_owned());
+        }
+        if let Some(url) = &self.webhook_url {
+            if !url.starts_with("http://") {
+                problems.push("WEBHOOK_URL must be an http:// URL".to_owned());
+            }
+            if self.webhook_secret.as_deref().is_none_or(|s| s.len() < 16) {
+                problems.push(
+                    "WEBHOOK_SECRET of at least 16 bytes is required with WEBHOOK_URL".to_owned(),
+                );
+            }
+            if !self.outbox_relay {
+                problems.push(
+                    "WEBHOOK_URL needs OUTBOX_RELAY=true (the relay queues notifications)"
+                        .to_owned(),
+                );
+            }
+        }
+        if !(100..=120_000).contains(&self.webhook_timeout_ms) {
+            problems.push("WEBHOOK_TIMEOUT_MS must be between 100 and 120000".to_owned());
+        }
+        if !(1..=100).contains(&self.webhook_max_attempts) {
+            problems.push("WEBHOOK_MAX_ATTEMPTS must be between 1 and 100".to_owned());
+        }
+        if self.webhook_backoff_ms == 0 || self.webhook_backoff_max_ms < self.webhook_backoff_ms {
+            problems.push(
+                "WEBHOOK_BACKOFF_MS must be positive and at most WEBHOOK_BACKOFF_MAX_MS".to_owned(),
+            );
         }
         if self.topic_issued.is_empty() {
             problems.push("TOPIC_COUPON_ISSUED must not be empty".to_owned());

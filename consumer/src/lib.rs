@@ -6,6 +6,7 @@
 //! - [`plan`]: which issuances of a batch the ledger accepts or refuses (pure).
 //! - [`store`]: one PostgreSQL transaction per batch (coupons, counters, outbox rows).
 //! - [`relay`]: publishes the outbox as `coupon.issued.v1`, at least once, one relay per row.
+//! - [`notify`]: signed webhook deliveries with backoff, dead-lettered after the last attempt.
 //! - [`dead_letter`]: the dead-letter topic.
 //! - [`metrics`]: Prometheus metrics, lag from librdkafka statistics, group membership.
 //!
@@ -18,6 +19,7 @@ pub mod config;
 pub mod dead_letter;
 pub mod decode;
 pub mod metrics;
+pub mod notify;
 pub mod plan;
 pub mod relay;
 pub mod store;
@@ -48,6 +50,7 @@ pub struct Persister {
     consumer: Arc<StreamConsumer<Context>>,
     dead_letters: DeadLetters,
     relay: Option<relay::Relay>,
+    notifier: Option<notify::Notifier>,
     ledger: Ledger,
     metrics: Arc<Metrics>,
     stopping: Arc<AtomicBool>,
@@ -96,11 +99,14 @@ impl Persister {
         } else {
             None
         };
+        let notifier = notify::Notifier::new(&config, pool.clone(), metrics.clone())
+            .context("creating the webhook client")?;
         Ok(Persister {
             config,
             consumer: Arc::new(consumer),
             dead_letters,
             relay,
+            notifier,
             ledger: Ledger::new(pool),
             metrics,
             stopping: Arc::new(AtomicBool::new(false)),
@@ -128,6 +134,10 @@ impl Persister {
             .relay
             .take()
             .map(|relay| tokio::spawn(relay.run(stop.clone())));
+        let notifier = self
+            .notifier
+            .take()
+            .map(|notifier| tokio::spawn(notifier.run(stop.clone())));
         let stopping = self.stopping.clone();
         let bound = Duration::from_millis(self.config.common.shutdown_timeout_ms);
         tokio::spawn(async move {
@@ -196,8 +206,8 @@ impl Persister {
             Err(e) => tracing::warn!(error = %e, "final offset commit failed"),
         }
         self.consumer.unsubscribe();
-        if let Some(relay) = relay {
-            let _ = relay.await;
+        for task in [relay, notifier].into_iter().flatten() {
+            let _ = task.await;
         }
         Ok(())
     }

@@ -32,6 +32,7 @@ pub struct Metrics {
     pub dead_letters: Counter,
     pub outbox_published: Counter,
     pub outbox_backlog: Gauge,
+    notifications: Family<[(&'static str, &'static str); 1], Counter>,
 }
 
 impl Metrics {
@@ -49,6 +50,7 @@ impl Metrics {
             dead_letters: Counter::default(),
             outbox_published: Counter::default(),
             outbox_backlog: Gauge::default(),
+            notifications: Family::default(),
         };
         let registry = &mut metrics.registry;
         metrics.process.register(registry);
@@ -102,11 +104,25 @@ impl Metrics {
             "Outbox rows not yet published",
             metrics.outbox_backlog.clone(),
         );
+        registry.register(
+            "coupon_notifications",
+            "Webhook delivery attempts by result: delivered, retried, dead",
+            metrics.notifications.clone(),
+        );
+        for result in ["delivered", "retried", "dead"] {
+            let _ = metrics.notifications.get_or_create(&[("result", result)]);
+        }
         // Present from the start, so an alert on its increase has a series to compare against.
         for reason in ["stock-exhausted", "per-user-limit", "unknown-campaign"] {
             let _ = metrics.rejected.get_or_create(&[("reason", reason)]);
         }
         metrics
+    }
+
+    pub fn notifications(&self, result: &'static str) {
+        self.notifications
+            .get_or_create(&[("result", result)])
+            .inc();
     }
 
     pub fn written(&self, written: &Written) {

@@ -40,6 +40,8 @@ pub struct Relay {
     topic: String,
     batch: i64,
     poll: Duration,
+    /// Queue a webhook notification per published event.
+    notify: bool,
     metrics: Arc<Metrics>,
 }
 
@@ -64,6 +66,7 @@ impl Relay {
             topic: config.topic_issued.clone(),
             batch: config.outbox_batch as i64,
             poll: Duration::from_millis(config.outbox_poll_ms),
+            notify: config.webhook_url.is_some(),
             metrics,
         })
     }
@@ -140,6 +143,12 @@ impl Relay {
             .prepare_cached(include_str!("sql/outbox_update_published_by_ids.sql"))
             .await?;
         tx.execute(&mark, &[&ids]).await?;
+        if self.notify {
+            let queue = tx
+                .prepare_cached(include_str!("sql/notifications_insert_by_outbox_ids.sql"))
+                .await?;
+            tx.execute(&queue, &[&ids]).await?;
+        }
         tx.commit().await?;
         self.metrics.outbox_published.inc_by(ids.len() as u64);
         Ok(ids.len())

@@ -2,6 +2,7 @@
 
 mod backlog;
 mod ceiling;
+mod dead_letters;
 mod demo;
 mod load;
 mod migrate;
@@ -40,6 +41,8 @@ enum Command {
     Ceiling(ceiling::Args),
     /// Create a demo campaign, fire a burst of distinct users at the ingress, print a summary.
     Demo(demo::Args),
+    /// Dead-lettered webhook notifications: list, show, replay.
+    DeadLetters(dead_letters::Args),
 }
 
 #[derive(clap::Args)]
@@ -73,5 +76,6 @@ async fn main() -> anyhow::Result<()> {
             Ok(())
         }
         Command::Verify(args) => verify::run(args).await,
+        Command::DeadLetters(args) => dead_letters::run(args).await,
     }
 }

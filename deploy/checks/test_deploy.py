@@ -46,6 +46,9 @@ METRICS = {
     "coupon_consumer_lag_messages", "coupon_consumer_batch_size", "coupon_consumer_commit_duration_seconds",
     "coupon_postgres_duration_seconds", "coupon_coupons_issued_total", "coupon_issuances_rejected_total",
     "coupon_dead_letters_total", "process_resident_memory_bytes", "coupon_open_connections",
+    "coupon_notifications_total", "coupon_outbox_backlog", "coupon_outbox_published_total",
+    "coupon_requests_shed_total", "coupon_connections_refused_total", "coupon_jwks_refreshes",
+    "coupon_consumer_redelivered_total", "process_open_fds",
 }
 REQUIRED_ALERTS = {"CouponConsumerLagHigh", "CouponDeadLetters", "CouponHigh5xxRate",
                    "CouponJournalBacklog", "CouponRejectedAfterAccept"}

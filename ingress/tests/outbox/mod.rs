@@ -12,6 +12,8 @@ use schema::proto::CouponIssued;
 
 use crate::faults::{World, users};
 
+mod webhook;
+
 async fn unpublished(world: &World) -> i64 {
     let db = world.fixture.db().await;
     db.query_one(
@@ -25,6 +27,11 @@ async fn unpublished(world: &World) -> i64 {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn every_coupon_gets_one_issued_event_id_through_consumer_kills() {
+    let hook = webhook::Webhook::start(WEBHOOK_SECRET).await;
+    let webhook_env = vec![
+        ("WEBHOOK_URL", hook.url()),
+        ("WEBHOOK_SECRET", WEBHOOK_SECRET.to_owned()),
+    ];
     let mut world = World::start_with("outbox", vec![("OUTBOX_RELAY", "false".to_owned())]).await;
     let campaign = world.open_campaign(200).await;
     let progress = Arc::new(AtomicUsize::new(0));
@@ -42,7 +49,8 @@ async fn every_coupon_gets_one_issued_event_id_through_consumer_kills() {
     );
 
     // A relay in small rounds, killed once part of the outbox is out.
-    world.env = vec![("OUTBOX_BATCH", "5".to_owned())];
+    world.env = webhook_env;
+    world.env.push(("OUTBOX_BATCH", "5".to_owned()));
     world.start_consumer();
     testkit::eventually(
         Duration::from_secs(60),
@@ -124,6 +132,16 @@ async fn every_coupon_gets_one_issued_event_id_through_consumer_kills() {
         records.len() - ids.len(),
         published_before_restart
     );
+    // And one webhook delivery id per coupon (a delivery may repeat; its id does not change).
+    testkit::eventually(Duration::from_secs(60), "every coupon notified", || async {
+        (hook.accepted() == 200).then_some(())
+    })
+    .await;
+    assert_eq!(
+        hook.seen().len(),
+        200,
+        "no delivery id beyond one per coupon"
+    );
     world.check(&campaign, &answers, false).await;
 }
 
@@ -163,4 +181,99 @@ async fn requested_events_carry_their_headers() {
         (parsed.unix_timestamp_nanos() / 1_000_000) as i64,
         event.requested_at_ms
     );
+}
+
+const WEBHOOK_SECRET: &str = "webhook-test-secret-0123";
+
+async fn notification_counts(world: &World) -> HashMap<String, i64> {
+    let db = world.fixture.db().await;
+    db.query(
+        "SELECT status, count(*) FROM notifications GROUP BY status",
+        &[],
+    )
+    .await
+    .unwrap()
+    .iter()
+    .map(|row| (row.get(0), row.get(1)))
+    .collect()
+}
+
+fn couponctl(world: &World, args: &[&str]) -> String {
+    let output = std::process::Command::new(crate::support::procs::workspace_bin("couponctl"))
+        .env("DATABASE_URL", &world.fixture.database_url)
+        .arg("dead-letters")
+        .args(args)
+        .output()
+        .unwrap();
+    assert!(
+        output.status.success(),
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    String::from_utf8_lossy(&output.stdout).into_owned()
+}
+
+/// Webhooks: every delivery is signed and retried with backoff until the receiver accepts it;
+/// a receiver that keeps failing dead-letters the notification with its reason; once the
+/// receiver is fixed, `couponctl dead-letters replay` delivers it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn webhooks_retry_then_dead_letter_then_replay() {
+    let hook = webhook::Webhook::start(WEBHOOK_SECRET).await;
+    hook.fail_first(2);
+    let world = World::start_with(
+        "webhooks",
+        vec![
+            ("WEBHOOK_URL", hook.url()),
+            ("WEBHOOK_SECRET", WEBHOOK_SECRET.to_owned()),
+            ("WEBHOOK_BACKOFF_MS", "20".to_owned()),
+            ("WEBHOOK_BACKOFF_MAX_MS", "100".to_owned()),
+            ("WEBHOOK_MAX_ATTEMPTS", "3".to_owned()),
+            ("WEBHOOK_TIMEOUT_MS", "1000".to_owned()),
+        ],
+    )
+    .await;
+    let campaign = world.open_campaign(25).await;
+    let progress = Arc::new(AtomicUsize::new(0));
+    world
+        .burst(&campaign, users("w", 0..20), 8, progress.clone())
+        .await;
+    testkit::eventually(Duration::from_secs(60), "20 deliveries", || async {
+        (notification_counts(&world).await.get("delivered") == Some(&20)).then_some(())
+    })
+    .await;
+    let seen = hook.seen();
+    assert_eq!(hook.accepted(), 20, "one delivery id per coupon");
+    for (delivery, s) in &seen {
+        assert_eq!(
+            (s.attempts, s.accepted, s.bad_signatures),
+            (3, 1, 0),
+            "{delivery}"
+        );
+        let body = s.body.as_ref().unwrap();
+        assert_eq!(body["delivery_id"], delivery.as_str());
+        assert_eq!(body["type"], "coupon.issued");
+    }
+
+    // The receiver breaks: notifications end dead, with the reason kept.
+    hook.fail_first(u32::MAX);
+    world
+        .burst(&campaign, users("w", 20..25), 5, progress)
+        .await;
+    testkit::eventually(Duration::from_secs(60), "5 dead notifications", || async {
+        (notification_counts(&world).await.get("dead") == Some(&5)).then_some(())
+    })
+    .await;
+    let listed = couponctl(&world, &["list"]);
+    assert_eq!(listed.lines().count(), 1 + 5, "{listed}");
+    assert!(listed.contains("webhook answered 500"), "{listed}");
+
+    // Fixed receiver, replayed dead letters: delivered, each once more.
+    hook.fail_first(0);
+    assert!(couponctl(&world, &["replay", "--all"]).contains("replayed 5"));
+    testkit::eventually(Duration::from_secs(60), "replayed deliveries", || async {
+        (notification_counts(&world).await.get("delivered") == Some(&25)).then_some(())
+    })
+    .await;
+    assert_eq!(hook.accepted(), 25);
+    assert_eq!(couponctl(&world, &["list"]).lines().count(), 1);
 }
