@@ -218,6 +218,42 @@ async fn poison_goes_to_the_dead_letter_topic_and_what_follows_is_persisted() {
         dead[3].0
     );
     assert_eq!(dead[0].1, b"\xff\xfe not protobuf");
+
+    // The operator's view: each record with its reason; replayed, they come back to the source
+    // topic unchanged, and (still poison) are dead-lettered again.
+    let couponctl = |extra: &[&str]| {
+        let exe = std::env::current_exe().unwrap();
+        let bin = exe
+            .parent()
+            .and_then(|deps| deps.parent())
+            .unwrap()
+            .join("couponctl");
+        let output = std::process::Command::new(bin)
+            .args(["dead-letters", "records"])
+            .args(extra)
+            .env("KAFKA_BROKERS", testkit::kafka_brokers())
+            .env(
+                "TOPIC_ISSUANCE_DEAD_LETTER",
+                &running.fixture.dead_letter_topic,
+            )
+            .output()
+            .unwrap();
+        assert!(
+            output.status.success(),
+            "{}",
+            String::from_utf8_lossy(&output.stderr)
+        );
+        String::from_utf8_lossy(&output.stdout).into_owned()
+    };
+    let listed = couponctl(&[]);
+    assert_eq!(listed.lines().count(), 1 + 4, "{listed}");
+    assert!(listed.contains("invalid field seq"), "{listed}");
+    assert!(listed.contains(&running.fixture.topic), "{listed}");
+    assert!(couponctl(&["--replay"]).contains("replayed 4 record(s)"));
+    let again = read_all(&running.fixture.dead_letter_topic, 8).await;
+    assert_eq!(again.len(), 8);
+    assert_eq!(again[4].1, dead[0].1, "replayed unchanged");
+    assert_eq!(running.count("SELECT count(*) FROM coupons").await, 1);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

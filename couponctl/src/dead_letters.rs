@@ -1,6 +1,9 @@
-//! `couponctl dead-letters`: the webhook notifications that ran out of attempts. List them with
-//! their last error, show one, and replay them once the receiver is fixed (they become pending
-//! with a fresh attempt budget; the reason stays until a delivery succeeds).
+//! `couponctl dead-letters`: what the pipeline set aside, with the reason, and how to retry it.
+//! - Webhook notifications that ran out of attempts (`list`, `show`, `replay`): replayed ones
+//!   become pending with a fresh attempt budget; the reason stays until a delivery succeeds.
+//! - Records of the dead-letter topic the consumer could not decode (`records`): listed with their
+//!   `dlq-reason`, and with `--replay` produced again to their source topic, unchanged, once the
+//!   cause is fixed (the consumer de-duplicates on the issuance id).
 
 use anyhow::{Context, bail};
 use uuid::Uuid;
@@ -33,9 +36,27 @@ enum Action {
         #[arg(long, conflicts_with = "delivery_ids")]
         all: bool,
     },
+    /// Records of the dead-letter topic with their reason; `--replay` produces each again to its
+    /// source topic.
+    Records {
+        #[arg(long, env = "KAFKA_BROKERS", default_value = "127.0.0.1:9092")]
+        kafka_brokers: String,
+        #[arg(long, env = "TOPIC_ISSUANCE_DEAD_LETTER", default_value = schema::topics::ISSUANCE_DEAD_LETTER)]
+        topic: String,
+        #[arg(long)]
+        replay: bool,
+    },
 }
 
 pub async fn run(args: Args) -> anyhow::Result<()> {
+    if let Action::Records {
+        kafka_brokers,
+        topic,
+        replay,
+    } = &args.action
+    {
+        return records(kafka_brokers, topic, *replay).await;
+    }
     let (client, connection) = tokio_postgres::connect(&args.database_url, tokio_postgres::NoTls)
         .await
         .context("connecting to DATABASE_URL")?;
@@ -84,6 +105,158 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
                 .await?;
             println!("replayed {replayed} notification(s)");
         }
+        Action::Records { .. } => {}
     }
     Ok(())
+}
+
+/// One dead-lettered record: where it came from, why, and its original contents.
+struct DeadRecord {
+    offset: i64,
+    reason: String,
+    source: Option<String>,
+    key: Option<Vec<u8>>,
+    payload: Vec<u8>,
+    headers: Vec<(String, Vec<u8>)>,
+}
+
+async fn records(brokers: &str, topic: &str, replay: bool) -> anyhow::Result<()> {
+    let read = {
+        let (brokers, topic) = (brokers.to_owned(), topic.to_owned());
+        tokio::task::spawn_blocking(move || read_all(&brokers, &topic)).await??
+    };
+    println!("offset\treason\tsource\tkey");
+    for record in &read {
+        let key = record
+            .key
+            .as_deref()
+            .map(String::from_utf8_lossy)
+            .unwrap_or_default();
+        println!(
+            "{}\t{}\t{}\t{key}",
+            record.offset,
+            record.reason,
+            record.source.as_deref().unwrap_or("?")
+        );
+    }
+    eprintln!("{} dead-lettered record(s)", read.len());
+    if !replay {
+        return Ok(());
+    }
+    let producer: rdkafka::producer::FutureProducer = rdkafka::ClientConfig::new()
+        .set("bootstrap.servers", brokers)
+        .set("enable.idempotence", "true")
+        .set("acks", "all")
+        .create()?;
+    let mut replayed = 0;
+    for record in &read {
+        let Some(source) = &record.source else {
+            eprintln!(
+                "offset {}: no dlq-source-topic header; skipped",
+                record.offset
+            );
+            continue;
+        };
+        let mut headers = rdkafka::message::OwnedHeaders::new();
+        for (name, value) in record
+            .headers
+            .iter()
+            .filter(|(n, _)| !n.starts_with("dlq-"))
+        {
+            headers = headers.insert(rdkafka::message::Header {
+                key: name.as_str(),
+                value: Some(value.as_slice()),
+            });
+        }
+        let mut out = rdkafka::producer::FutureRecord::<[u8], [u8]>::to(source)
+            .payload(&record.payload)
+            .headers(headers);
+        if let Some(key) = &record.key {
+            out = out.key(key.as_slice());
+        }
+        producer
+            .send(out, std::time::Duration::from_secs(10))
+            .await
+            .map_err(|(e, _)| e)
+            .with_context(|| format!("replaying offset {}", record.offset))?;
+        replayed += 1;
+    }
+    println!("replayed {replayed} record(s)");
+    Ok(())
+}
+
+/// Every record of `topic` up to its current end.
+fn read_all(brokers: &str, topic: &str) -> anyhow::Result<Vec<DeadRecord>> {
+    use rdkafka::consumer::{BaseConsumer, Consumer as _};
+    use rdkafka::message::{Headers as _, Message as _};
+    let timeout = std::time::Duration::from_secs(10);
+    let consumer: BaseConsumer = rdkafka::ClientConfig::new()
+        .set("bootstrap.servers", brokers)
+        .set("group.id", "couponctl-dead-letters")
+        .set("enable.auto.commit", "false")
+        .create()?;
+    let metadata = consumer.fetch_metadata(Some(topic), timeout)?;
+    let Some(described) = metadata.topics().first() else {
+        bail!("no topic {topic}");
+    };
+    let mut assignment = rdkafka::TopicPartitionList::new();
+    let mut ends = std::collections::HashMap::new();
+    for partition in described.partitions() {
+        let (low, high) = consumer.fetch_watermarks(topic, partition.id(), timeout)?;
+        if high > low {
+            assignment.add_partition_offset(topic, partition.id(), rdkafka::Offset::Offset(low))?;
+            ends.insert(partition.id(), high);
+        }
+    }
+    let mut records = Vec::new();
+    if ends.is_empty() {
+        return Ok(records);
+    }
+    consumer.assign(&assignment)?;
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+    // Past the watermarks, read on until the topic is quiet for a moment: some brokers report a
+    // high watermark that trails their last write.
+    let mut quiet_since: Option<std::time::Instant> = None;
+    while std::time::Instant::now() < deadline {
+        if ends.is_empty()
+            && quiet_since.is_some_and(|at| at.elapsed() >= std::time::Duration::from_millis(500))
+        {
+            break;
+        }
+        let Some(message) = consumer.poll(std::time::Duration::from_millis(100)) else {
+            quiet_since.get_or_insert_with(std::time::Instant::now);
+            continue;
+        };
+        quiet_since = None;
+        let message = message?;
+        let headers: Vec<(String, Vec<u8>)> = message
+            .headers()
+            .map(|h| {
+                h.iter()
+                    .map(|h| (h.key.to_owned(), h.value.unwrap_or_default().to_vec()))
+                    .collect()
+            })
+            .unwrap_or_default();
+        let header = |name: &str| {
+            headers
+                .iter()
+                .find(|(n, _)| n == name)
+                .map(|(_, v)| String::from_utf8_lossy(v).into_owned())
+        };
+        records.push(DeadRecord {
+            offset: message.offset(),
+            reason: header("dlq-reason").unwrap_or_default(),
+            source: header("dlq-source-topic"),
+            key: message.key().map(<[u8]>::to_vec),
+            payload: message.payload().unwrap_or_default().to_vec(),
+            headers: headers.clone(),
+        });
+        if ends
+            .get(&message.partition())
+            .is_some_and(|end| message.offset() + 1 >= *end)
+        {
+            ends.remove(&message.partition());
+        }
+    }
+    Ok(records)
 }
