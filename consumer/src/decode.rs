@@ -15,6 +15,8 @@ pub struct Issuance {
     pub user: String,
     pub seq: i32,
     pub requested_at: OffsetDateTime,
+    /// The `traceparent` header of the record, carried on to the coupon's outbox event.
+    pub traceparent: Option<String>,
 }
 
 /// Why a record can never be persisted; it goes to the dead-letter topic with this text.
@@ -57,6 +59,7 @@ pub fn decode(payload: Option<&[u8]>) -> Result<Issuance, Poison> {
         user: user.as_str().to_owned(),
         seq: event.seq as i32,
         requested_at,
+        traceparent: None,
     })
 }
 

@@ -243,7 +243,15 @@ impl Persister {
 
     async fn take(&self, batch: &mut Batch, message: &impl Message) {
         match decode(message.payload()) {
-            Ok(issuance) => batch.issuances.push(issuance),
+            Ok(mut issuance) => {
+                issuance.traceparent = message
+                    .headers()
+                    .and_then(|h| h.iter().find(|h| h.key == "traceparent"))
+                    .and_then(|h| h.value)
+                    .and_then(|v| std::str::from_utf8(v).ok())
+                    .map(str::to_owned);
+                batch.issuances.push(issuance)
+            }
             Err(poison) => {
                 tracing::warn!(reason = %poison, partition = message.partition(), offset = message.offset(), "dead-lettering a record");
                 self.dead_letters.send(message, &poison.to_string()).await;

@@ -93,6 +93,7 @@ mod tests {
             user: format!("u{user}"),
             seq,
             requested_at: OffsetDateTime::from_unix_timestamp(at).expect("time"),
+            traceparent: None,
         }
     }
 

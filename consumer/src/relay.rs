@@ -131,6 +131,7 @@ impl Relay {
                 seq: row.try_get("seq")?,
                 issued_at: row.try_get("issued_at")?,
                 expires_at: row.try_get("expires_at")?,
+                traceparent: row.try_get("traceparent")?,
             };
             sends.push(self.send(event));
         }
@@ -160,7 +161,29 @@ impl Relay {
         let payload = event.message().encode_to_vec();
         let event_id = event.event_id.to_string();
         let time = event.issued_at.format(&Rfc3339).unwrap_or_default();
-        let headers = OwnedHeaders::new_with_capacity(8)
+        // A traced admission continues here: a span per event, child of the ingress's produce
+        // span, whose context the event carries on (or the stored one, when export is off).
+        // The span lives until this function returns, so it covers the wait for Kafka.
+        let mut trace = Vec::new();
+        let _span = event.traceparent.as_ref().map(|parent| {
+            let span = tracing::info_span!("relay.publish", otel.kind = "producer");
+            service::tracing_context::set_parent(&span, [("traceparent", parent.as_bytes())]);
+            trace = service::tracing_context::headers_of(&span)
+                .into_iter()
+                .collect();
+            if trace.is_empty() {
+                trace.push(("traceparent".to_owned(), parent.clone()));
+            }
+            span
+        });
+        let mut headers = OwnedHeaders::new_with_capacity(8 + trace.len());
+        for (key, value) in &trace {
+            headers = headers.insert(Header {
+                key: key.as_str(),
+                value: Some(value.as_str()),
+            });
+        }
+        let headers = headers
             .insert(Header {
                 key: "content-type",
                 value: Some(schema::PROTOBUF_CONTENT_TYPE),
@@ -232,6 +255,7 @@ struct Outgoing {
     seq: i32,
     issued_at: OffsetDateTime,
     expires_at: OffsetDateTime,
+    traceparent: Option<String>,
 }
 
 impl Outgoing {

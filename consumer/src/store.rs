@@ -118,7 +118,14 @@ impl Ledger {
             let row = tx
                 .query_one(
                     &insert,
-                    &[&c.id, &c.campaign, &c.user, &c.seq, &c.requested_at],
+                    &[
+                        &c.id,
+                        &c.campaign,
+                        &c.user,
+                        &c.seq,
+                        &c.requested_at,
+                        &c.traceparent,
+                    ],
                 )
                 .await?;
             written.inserted = row.try_get::<_, i64>(0)? as u64;
@@ -157,6 +164,7 @@ struct Columns<'a> {
     user: Vec<&'a str>,
     seq: Vec<i32>,
     requested_at: Vec<time::OffsetDateTime>,
+    traceparent: Vec<Option<&'a str>>,
 }
 
 impl<'a> Columns<'a> {
@@ -167,6 +175,7 @@ impl<'a> Columns<'a> {
             user: Vec::new(),
             seq: Vec::new(),
             requested_at: Vec::new(),
+            traceparent: Vec::new(),
         };
         for i in issuances {
             c.id.push(i.id);
@@ -174,6 +183,7 @@ impl<'a> Columns<'a> {
             c.user.push(&i.user);
             c.seq.push(i.seq);
             c.requested_at.push(i.requested_at);
+            c.traceparent.push(i.traceparent.as_deref());
         }
         c
     }

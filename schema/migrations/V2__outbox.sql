@@ -8,6 +8,8 @@ CREATE TABLE outbox (
     event_id     uuid        NOT NULL UNIQUE,
     kind         text        NOT NULL CHECK (kind IN ('coupon.issued')),
     coupon_id    uuid        NOT NULL REFERENCES coupons (id),
+    -- W3C trace context of the request that admitted the coupon, when it was traced.
+    traceparent  text,
     created_at   timestamptz NOT NULL DEFAULT now(),
     published_at timestamptz
 );

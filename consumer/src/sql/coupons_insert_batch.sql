@@ -4,8 +4,8 @@
 -- ledger's own last line against duplicates and oversell.
 WITH batch AS (
     SELECT *
-    FROM UNNEST($1::uuid[], $2::uuid[], $3::text[], $4::int4[], $5::timestamptz[])
-        AS b (id, campaign_id, user_id, seq, requested_at)
+    FROM UNNEST($1::uuid[], $2::uuid[], $3::text[], $4::int4[], $5::timestamptz[], $6::text[])
+        AS b (id, campaign_id, user_id, seq, requested_at, traceparent)
 ), inserted AS (
     INSERT INTO coupons (id, campaign_id, user_id, seq, requested_at, expires_at)
     SELECT b.id, b.campaign_id, b.user_id, b.seq, b.requested_at,
@@ -21,7 +21,8 @@ WITH batch AS (
     WHERE c.id = n.campaign_id
     RETURNING c.id
 ), queued AS (
-    INSERT INTO outbox (event_id, kind, coupon_id)
-    SELECT id, 'coupon.issued', id FROM inserted
+    INSERT INTO outbox (event_id, kind, coupon_id, traceparent)
+    SELECT i.id, 'coupon.issued', i.id, b.traceparent
+    FROM inserted i JOIN batch b ON b.id = i.id
 )
 SELECT count(*) AS inserted FROM inserted

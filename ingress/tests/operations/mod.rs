@@ -429,8 +429,9 @@ fn a_config_file_and_secret_files_are_read() {
 
 /// One trace spans the services: the client's `traceparent` is the parent of the ingress's
 /// request span, whose produce span travels in the Kafka headers and becomes the parent of the
-/// consumer's batch span, whose PostgreSQL span is its child. Exported over OTLP/HTTP (JSON) to
-/// a receiver in this test.
+/// consumer's batch span, whose PostgreSQL span is its child; the outbox relay continues the
+/// produce span when it publishes `coupon.issued`. Exported over OTLP/HTTP (JSON) to a receiver
+/// in this test.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn one_trace_spans_http_kafka_and_the_ledger() {
     let collector = otlp::Collector::start().await;
@@ -477,6 +478,7 @@ async fn one_trace_spans_http_kafka_and_the_ledger() {
             "kafka.produce",
             "consumer.batch",
             "postgres.write_batch",
+            "relay.publish",
         ]
         .iter()
         .all(|n| names.contains(n))
@@ -501,6 +503,18 @@ async fn one_trace_spans_http_kafka_and_the_ledger() {
     );
     assert!(batch.links.is_empty(), "one record: a parent, no links");
     assert_eq!(find("postgres.write_batch").parent_span_id, batch.span_id);
+    let relay = find("relay.publish");
+    assert_eq!(relay.service, "coupon-consumer");
+    assert_eq!(
+        relay.parent_span_id, produce.span_id,
+        "the outbox carries the trace on"
+    );
+    let issued = world.fixture.read_topic(&world.fixture.issued_topic).await;
+    let carried = issued[0].header("traceparent").unwrap_or_default();
+    assert!(
+        carried.contains(trace_id) && carried.contains(&relay.span_id),
+        "{carried}"
+    );
 
     // Log lines inside a traced span carry its trace id.
     let log = std::fs::read_to_string(world.log_path("consumer")).unwrap();
