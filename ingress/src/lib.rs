@@ -8,7 +8,7 @@
 //! - [`publish`]: the idempotent Kafka producer of `IssuanceRequested` events.
 //! - [`journal`]: clearing confirmed reservations, rolling overdue ones forward, re-seeding.
 //! - [`reconcile`]: gate against ledger, per campaign: breaches and repair.
-//! - [`issuances`] and [`campaigns`]: the user and operator routes.
+//! - [`issuances`], [`coupons`] and [`campaigns`]: the user and operator routes.
 //! - [`routes`]: HTTP routing, body limits, load shedding, the request deadline, problem
 //!   responses.
 //! - [`limits`]: rate limits per user and per client address, the client address.
@@ -21,6 +21,7 @@
 pub mod auth;
 pub mod campaigns;
 pub mod config;
+pub mod coupons;
 pub mod gate;
 pub mod issuances;
 pub mod journal;

@@ -20,6 +20,11 @@ pub enum Problem {
         issuance_id: Option<String>,
     },
     SoldOut,
+    /// The coupon was redeemed for another order.
+    CouponRedeemed,
+    /// The coupon is past its validity.
+    CouponExpired,
+    CouponCancelled,
     /// The caller (user or client address) is over its rate; retry after the given seconds.
     TooManyRequests {
         retry_after_secs: u32,
@@ -65,6 +70,17 @@ impl Problem {
                 "A coupon of this campaign is already issued to you",
             ),
             Problem::SoldOut => (StatusCode::GONE, "sold-out", "The campaign is sold out"),
+            Problem::CouponRedeemed => (
+                StatusCode::CONFLICT,
+                "coupon-redeemed",
+                "The coupon was redeemed for another order",
+            ),
+            Problem::CouponExpired => (StatusCode::GONE, "coupon-expired", "The coupon expired"),
+            Problem::CouponCancelled => (
+                StatusCode::CONFLICT,
+                "coupon-cancelled",
+                "The coupon was cancelled",
+            ),
             Problem::TooManyRequests { .. } => (
                 StatusCode::TOO_MANY_REQUESTS,
                 "rate-limited",

@@ -13,7 +13,7 @@ use tracing::Instrument as _;
 
 use crate::auth::Principal;
 use crate::problem::Problem;
-use crate::{App, campaigns, issuances};
+use crate::{App, campaigns, coupons, issuances};
 
 type Reply = Response<Full<Bytes>>;
 
@@ -97,6 +97,8 @@ fn route_label(path: &str) -> &'static str {
         ["v1", "issuances", _] => "issuance",
         ["v1", "admin", "campaigns"] => "admin_campaigns",
         ["v1", "admin", "campaigns", _] => "admin_campaign",
+        ["v1", "me", "coupons"] => "my_coupons",
+        ["v1", "coupons", _, "redeem"] => "redeem",
         _ => "other",
     }
 }
@@ -131,6 +133,20 @@ async fn route(app: &App, request: Request<Incoming>) -> Result<Reply, Problem> 
             let status = issuances::status(app, &caller, issuance).await?;
             Ok(json(StatusCode::OK, &status))
         }
+        (["v1", "me", "coupons"], &Method::GET) => {
+            let caller = user(app, &request).await?;
+            let page = coupons::mine(app, &caller, request.uri().query()).await?;
+            Ok(json(StatusCode::OK, &page))
+        }
+        (["v1", "coupons", id, "redeem"], &Method::POST) => {
+            let caller = user(app, &request).await?;
+            let coupon: uuid::Uuid = id
+                .parse()
+                .map_err(|_| Problem::BadRequest("coupon id must be a UUID".to_owned()))?;
+            let body = read_body(app, request).await?;
+            let view = coupons::redeem(app, &caller, coupon, &body).await?;
+            Ok(json(StatusCode::OK, &view))
+        }
         (["v1", "admin", "campaigns"], &Method::POST) => {
             admin(app, &request).await?;
             let body = read_body(app, request).await?;
@@ -156,7 +172,9 @@ async fn route(app: &App, request: Request<Incoming>) -> Result<Reply, Problem> 
             | ["v1", "campaigns", _, "issuances"]
             | ["v1", "issuances", _]
             | ["v1", "admin", "campaigns"]
-            | ["v1", "admin", "campaigns", _],
+            | ["v1", "admin", "campaigns", _]
+            | ["v1", "me", "coupons"]
+            | ["v1", "coupons", _, "redeem"],
             _,
         ) => Err(Problem::MethodNotAllowed),
         _ => Err(Problem::NotFound("no such route")),

@@ -1,0 +1,178 @@
+//! The user's coupons: listing newest first with pagination and owner-only visibility, and
+//! redemption (once, idempotent per order, concurrent orders: exactly one wins, expired: 410).
+
+use std::collections::HashSet;
+
+use serde_json::{Value, json};
+use testkit::token;
+
+use crate::support::Stack;
+
+async fn my_coupons(stack: &Stack, user: &str, query: &str) -> Value {
+    let response = stack
+        .http
+        .get(format!("{}/v1/me/coupons{query}", stack.base))
+        .bearer_auth(token(user, None, 600))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 200);
+    response.json().await.unwrap()
+}
+
+async fn redeem(stack: &Stack, user: &str, coupon: &str, body: Value) -> reqwest::Response {
+    stack
+        .http
+        .post(format!("{}/v1/coupons/{coupon}/redeem", stack.base))
+        .bearer_auth(token(user, None, 600))
+        .json(&body)
+        .send()
+        .await
+        .unwrap()
+}
+
+/// Three coupons for one user, from two campaigns.
+async fn three_coupons(stack: &Stack, user: &str) -> (String, String) {
+    let first = stack.open_campaign(10, 2).await;
+    let second = stack.open_campaign(10, 1).await;
+    for campaign in [&first, &first, &second] {
+        assert_eq!(stack.request(campaign, user).await.status(), 202);
+    }
+    stack.wait_for_coupons(&first, 2).await;
+    stack.wait_for_coupons(&second, 1).await;
+    (first, second)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn my_coupons_are_listed_newest_first_in_pages_and_only_mine() {
+    let stack = Stack::pipeline().await;
+    three_coupons(&stack, "lena").await;
+    let page = my_coupons(&stack, "lena", "?limit=2").await;
+    let items = page["items"].as_array().unwrap();
+    assert_eq!(items.len(), 2);
+    let cursor = page["next_cursor"]
+        .as_str()
+        .expect("a second page")
+        .to_owned();
+    let rest = my_coupons(&stack, "lena", &format!("?limit=2&cursor={cursor}")).await;
+    let more = rest["items"].as_array().unwrap();
+    assert_eq!(more.len(), 1);
+    assert!(rest.get("next_cursor").is_none(), "{rest}");
+    let all: Vec<&Value> = items.iter().chain(more).collect();
+    let issued: Vec<&str> = all
+        .iter()
+        .map(|c| c["issued_at"].as_str().unwrap())
+        .collect();
+    let mut sorted = issued.clone();
+    sorted.sort_by(|a, b| b.cmp(a));
+    assert_eq!(issued, sorted, "newest first");
+    let codes: HashSet<&str> = all.iter().map(|c| c["code"].as_str().unwrap()).collect();
+    assert_eq!(codes.len(), 3, "a distinct code per coupon");
+    assert!(codes.iter().all(|c| c.len() == 32), "{codes:?}");
+    assert!(all.iter().all(|c| c["status"] == "issued"));
+
+    assert_eq!(my_coupons(&stack, "nobody", "").await["items"], json!([]));
+    let bad = stack
+        .http
+        .get(format!("{}/v1/me/coupons?cursor=garbage", stack.base))
+        .bearer_auth(token("lena", None, 600))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(bad.status(), 400);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_coupon_is_redeemed_once_per_order() {
+    let stack = Stack::pipeline().await;
+    three_coupons(&stack, "omar").await;
+    let page = my_coupons(&stack, "omar", "").await;
+    let coupons: Vec<String> = page["items"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|c| c["coupon_id"].as_str().unwrap().to_owned())
+        .collect();
+
+    // Redeemed once; the same order again is the same answer; another order is refused.
+    let first = redeem(&stack, "omar", &coupons[0], json!({"order_id": "order-1"})).await;
+    assert_eq!(first.status(), 200);
+    let first: Value = first.json().await.unwrap();
+    assert_eq!(first["status"], "redeemed");
+    assert_eq!(first["order_id"], "order-1");
+    let again = redeem(&stack, "omar", &coupons[0], json!({"order_id": "order-1"})).await;
+    assert_eq!(again.status(), 200);
+    let again: Value = again.json().await.unwrap();
+    assert_eq!(again["redeemed_at"], first["redeemed_at"], "idempotent");
+    let other = redeem(&stack, "omar", &coupons[0], json!({"order_id": "order-2"})).await;
+    assert_eq!(other.status(), 409);
+    let problem: Value = other.json().await.unwrap();
+    assert_eq!(problem["type"], "/problems/coupon-redeemed");
+
+    // Two orders at once on one coupon: exactly one wins.
+    let (a, b) = tokio::join!(
+        redeem(&stack, "omar", &coupons[1], json!({"order_id": "race-a"})),
+        redeem(&stack, "omar", &coupons[1], json!({"order_id": "race-b"})),
+    );
+    let mut statuses = [a.status().as_u16(), b.status().as_u16()];
+    statuses.sort_unstable();
+    assert_eq!(statuses, [200, 409]);
+
+    // Someone else's coupon does not exist for them; bad bodies change nothing.
+    assert_eq!(
+        redeem(&stack, "mallory", &coupons[2], json!({"order_id": "x"}))
+            .await
+            .status(),
+        404
+    );
+    for body in [
+        json!({}),
+        json!({"order_id": ""}),
+        json!({"order_id": 5}),
+        json!({"order_id": "a".repeat(200)}),
+    ] {
+        assert_eq!(
+            redeem(&stack, "omar", &coupons[2], body).await.status(),
+            400
+        );
+    }
+    assert_eq!(
+        redeem(&stack, "omar", "not-a-uuid", json!({"order_id": "x"}))
+            .await
+            .status(),
+        400
+    );
+
+    // Past its validity: 410, and listed as expired.
+    let db = stack.fixture.db().await;
+    let id: uuid::Uuid = coupons[2].parse().unwrap();
+    db.execute(
+        "UPDATE coupons SET expires_at = now() - interval '1 minute' WHERE id = $1",
+        &[&id],
+    )
+    .await
+    .unwrap();
+    let expired = redeem(&stack, "omar", &coupons[2], json!({"order_id": "late"})).await;
+    assert_eq!(expired.status(), 410);
+    let listed = my_coupons(&stack, "omar", "").await;
+    let status = |id: &str| {
+        listed["items"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|c| c["coupon_id"] == id)
+            .unwrap()["status"]
+            .clone()
+    };
+    assert_eq!(status(&coupons[2]), "expired");
+    assert_eq!(status(&coupons[0]), "redeemed");
+    let redeemed: i64 = db
+        .query_one(
+            "SELECT count(*) FROM coupons WHERE status = 'redeemed'",
+            &[],
+        )
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(redeemed, 2);
+}
