@@ -1,5 +1,11 @@
-//! Operator routes: create a campaign (PostgreSQL first, then the gate) and read it with live
-//! figures from both.
+//! Operator routes: create a campaign (PostgreSQL first, then the gate), read it with live
+//! figures from both, change it and close it.
+//!
+//! Changes keep the ledger ahead of the gate: PostgreSQL is updated first (its guarded counter
+//! then allows the new stock), the gate second with absolute values (`adjust.lua`), so a retry
+//! after a Redis failure completes the change and the gate never admits more than the ledger
+//! accepts. Stock and the window's end only grow; the per-user limit changes only before the
+//! start; a closed campaign stays closed.
 
 use schema::ids::CampaignId;
 use serde::{Deserialize, Serialize};
@@ -158,6 +164,112 @@ pub async fn create(app: &App, body: &[u8]) -> Result<CampaignView, Problem> {
         });
     }
     view(app, &id).await?.ok_or(Problem::Internal)
+}
+
+/// The body of `PATCH /v1/admin/campaigns/{id}`: any of these, absolute values.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CampaignChange {
+    pub total_stock: Option<u32>,
+    pub per_user_limit: Option<u32>,
+    #[serde(default, with = "time::serde::rfc3339::option")]
+    pub ends_at: Option<OffsetDateTime>,
+}
+
+/// Applies a change; refuses (409) what the campaign's state does not allow.
+pub async fn update(app: &App, id: &CampaignId, body: &[u8]) -> Result<CampaignView, Problem> {
+    let change: CampaignChange = serde_json::from_slice(body)
+        .map_err(|e| Problem::BadRequest(format!("invalid change: {e}")))?;
+    let current = view(app, id)
+        .await?
+        .ok_or(Problem::NotFound("unknown campaign"))?;
+    if current.status == "closed" {
+        return Err(Problem::ChangeRefused("the campaign is closed".to_owned()));
+    }
+    let total = change.total_stock.map_or(current.total_stock, i64::from);
+    if total > i64::from(MAX_STOCK) {
+        return Err(Problem::BadRequest(
+            "total_stock must be at most 100000000".to_owned(),
+        ));
+    }
+    if total < current.total_stock {
+        return Err(Problem::ChangeRefused(
+            "total_stock can only grow".to_owned(),
+        ));
+    }
+    let limit = change
+        .per_user_limit
+        .map_or(current.per_user_limit, |l| l as i32);
+    if !(1..=100).contains(&limit) {
+        return Err(Problem::BadRequest(
+            "per_user_limit must be between 1 and 100".to_owned(),
+        ));
+    }
+    if limit != current.per_user_limit && current.status != "scheduled" {
+        return Err(Problem::ChangeRefused(
+            "per_user_limit can change only before the campaign starts".to_owned(),
+        ));
+    }
+    let ends_at = change.ends_at.unwrap_or(current.ends_at);
+    if ends_at < current.ends_at {
+        return Err(Problem::ChangeRefused(
+            "ends_at can only move later".to_owned(),
+        ));
+    }
+    let db = app.db().await?;
+    let statement = db
+        .prepare_cached(include_str!("sql/campaign_update_change.sql"))
+        .await
+        .map_err(db_problem)?;
+    let row = db
+        .query_opt(&statement, &[&id.0, &(total as i32), &limit, &ends_at])
+        .await
+        .map_err(db_problem)?
+        .ok_or_else(|| Problem::ChangeRefused("the campaign is closed".to_owned()))?;
+    apply_to_gate(app, id, &row).await?;
+    view(app, id).await?.ok_or(Problem::Internal)
+}
+
+/// `POST /v1/admin/campaigns/{id}/close`: no admission from now on; admitted requests still
+/// become coupons.
+pub async fn close(app: &App, id: &CampaignId) -> Result<CampaignView, Problem> {
+    let db = app.db().await?;
+    let statement = db
+        .prepare_cached(include_str!("sql/campaign_update_close.sql"))
+        .await
+        .map_err(db_problem)?;
+    let row = db
+        .query_opt(&statement, &[&id.0])
+        .await
+        .map_err(db_problem)?
+        .ok_or(Problem::NotFound("unknown campaign"))?;
+    apply_to_gate(app, id, &row).await?;
+    view(app, id).await?.ok_or(Problem::Internal)
+}
+
+/// Writes the ledger's (already updated) values to the gate.
+async fn apply_to_gate(app: &App, id: &CampaignId, row: &Row) -> Result<(), Problem> {
+    let get = |e: tokio_postgres::Error| db_problem(e);
+    let seed = Seed {
+        total_stock: row.try_get::<_, i32>("total_stock").map_err(get)? as u32,
+        per_user_limit: row.try_get::<_, i32>("per_user_limit").map_err(get)? as u32,
+        starts_ms: unix_ms(row.try_get("starts_at").map_err(get)?),
+        ends_ms: unix_ms(row.try_get("ends_at").map_err(get)?),
+    };
+    let closed = row
+        .try_get::<_, Option<OffsetDateTime>>("closed_at")
+        .map_err(get)?
+        .is_some();
+    match app.gate.adjust(id, seed, closed).await {
+        Ok(_) => Ok(()),
+        Err(e) => {
+            tracing::warn!(campaign = %id, error = %e, "applying a change to the gate failed");
+            Err(Problem::Unavailable {
+                detail: "the change is saved in the ledger but not yet in the gate; send it again",
+                retry_after_secs: 1,
+            })
+        }
+    }
 }
 
 /// The operator view, or `None` when the ledger has no such campaign.

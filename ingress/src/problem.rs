@@ -20,6 +20,8 @@ pub enum Problem {
         issuance_id: Option<String>,
     },
     SoldOut,
+    /// An operator's change the campaign's state does not allow.
+    ChangeRefused(String),
     /// The coupon was redeemed for another order.
     CouponRedeemed,
     /// The coupon is past its validity.
@@ -70,6 +72,11 @@ impl Problem {
                 "A coupon of this campaign is already issued to you",
             ),
             Problem::SoldOut => (StatusCode::GONE, "sold-out", "The campaign is sold out"),
+            Problem::ChangeRefused(_) => (
+                StatusCode::CONFLICT,
+                "change-refused",
+                "The campaign does not allow this change now",
+            ),
             Problem::CouponRedeemed => (
                 StatusCode::CONFLICT,
                 "coupon-redeemed",
@@ -107,7 +114,9 @@ impl Problem {
             "status": status.as_u16(),
         });
         let detail = match &self {
-            Problem::Unauthorized(d) | Problem::BadRequest(d) => Some(d.as_str()),
+            Problem::Unauthorized(d) | Problem::BadRequest(d) | Problem::ChangeRefused(d) => {
+                Some(d.as_str())
+            }
             Problem::NotFound(d) => Some(*d),
             Problem::Unavailable { detail, .. } => Some(*detail),
             _ => None,

@@ -97,6 +97,7 @@ fn route_label(path: &str) -> &'static str {
         ["v1", "issuances", _] => "issuance",
         ["v1", "admin", "campaigns"] => "admin_campaigns",
         ["v1", "admin", "campaigns", _] => "admin_campaign",
+        ["v1", "admin", "campaigns", _, "close"] => "admin_campaign_close",
         ["v1", "me", "coupons"] => "my_coupons",
         ["v1", "coupons", _, "redeem"] => "redeem",
         _ => "other",
@@ -132,6 +133,23 @@ async fn route(app: &App, request: Request<Incoming>) -> Result<Reply, Problem> 
                 .map_err(|e: schema::ids::IdError| Problem::BadRequest(e.to_string()))?;
             let status = issuances::status(app, &caller, issuance).await?;
             Ok(json(StatusCode::OK, &status))
+        }
+        (["v1", "admin", "campaigns", id], &Method::PATCH) => {
+            admin(app, &request).await?;
+            let campaign = parse_campaign(id)?;
+            let body = read_body(app, request).await?;
+            Ok(json(
+                StatusCode::OK,
+                &campaigns::update(app, &campaign, &body).await?,
+            ))
+        }
+        (["v1", "admin", "campaigns", id, "close"], &Method::POST) => {
+            admin(app, &request).await?;
+            let campaign = parse_campaign(id)?;
+            Ok(json(
+                StatusCode::OK,
+                &campaigns::close(app, &campaign).await?,
+            ))
         }
         (["v1", "me", "coupons"], &Method::GET) => {
             let caller = user(app, &request).await?;
@@ -173,6 +191,7 @@ async fn route(app: &App, request: Request<Incoming>) -> Result<Reply, Problem> 
             | ["v1", "issuances", _]
             | ["v1", "admin", "campaigns"]
             | ["v1", "admin", "campaigns", _]
+            | ["v1", "admin", "campaigns", _, "close"]
             | ["v1", "me", "coupons"]
             | ["v1", "coupons", _, "redeem"],
             _,

@@ -128,6 +128,7 @@ pub struct Gate {
     reserve: std::sync::Arc<redis::Script>,
     release: std::sync::Arc<redis::Script>,
     claim: std::sync::Arc<redis::Script>,
+    adjust: std::sync::Arc<redis::Script>,
 }
 
 impl Gate {
@@ -150,6 +151,7 @@ impl Gate {
             reserve: std::sync::Arc::new(redis::Script::new(include_str!("reserve.lua"))),
             release: std::sync::Arc::new(redis::Script::new(include_str!("release.lua"))),
             claim: std::sync::Arc::new(redis::Script::new(include_str!("claim.lua"))),
+            adjust: std::sync::Arc::new(redis::Script::new(include_str!("adjust.lua"))),
         };
         // Load the scripts up front so the first burst does not pay for it.
         let mut conn = gate.conn.clone();
@@ -237,6 +239,7 @@ impl Gate {
         for (field, value) in [
             ("remaining", remaining),
             ("accepted", accepted),
+            ("total", i64::from(seed.total_stock)),
             ("limit", i64::from(seed.per_user_limit)),
             ("starts_ms", seed.starts_ms),
             ("ends_ms", seed.ends_ms),
@@ -246,6 +249,29 @@ impl Gate {
         }
         pipe.query_async::<()>(&mut conn).await?;
         Ok(())
+    }
+
+    /// Applies an operator's change (absolute values; stock only grows). False when the gate
+    /// does not know the campaign.
+    pub async fn adjust(
+        &self,
+        campaign: &CampaignId,
+        seed: Seed,
+        closed: bool,
+    ) -> Result<bool, GateError> {
+        let keys = Keys::new(&self.prefix, campaign);
+        let mut conn = self.conn.clone();
+        let known: i64 = self
+            .adjust
+            .key(&keys.meta)
+            .arg(seed.total_stock)
+            .arg(seed.per_user_limit)
+            .arg(seed.starts_ms)
+            .arg(seed.ends_ms)
+            .arg(u8::from(closed))
+            .invoke_async(&mut conn)
+            .await?;
+        Ok(known == 1)
     }
 
     /// Remaining stock and admissions of a campaign, if the gate knows it.
