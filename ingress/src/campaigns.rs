@@ -333,6 +333,27 @@ fn from_row(
     })
 }
 
+/// The public fields of a campaign row (`campaign_select_by_id.sql` and the public list).
+pub(crate) fn public_fields(
+    row: &Row,
+    remaining: Option<i64>,
+) -> Result<crate::public::PublicCampaign, Problem> {
+    let id = CampaignId(row.try_get("id").map_err(db_problem)?);
+    let view = from_row(&id, row, None)?;
+    Ok(crate::public::PublicCampaign {
+        id,
+        name: view.name,
+        status: view.status,
+        starts_at: view.starts_at,
+        ends_at: view.ends_at,
+        discount: view.discount,
+        per_user_limit: view.per_user_limit,
+        coupon_valid_days: view.coupon_valid_days,
+        total_stock: view.total_stock,
+        remaining,
+    })
+}
+
 pub(crate) fn unix_ms(t: OffsetDateTime) -> i64 {
     (t.unix_timestamp_nanos() / 1_000_000) as i64
 }

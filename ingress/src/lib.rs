@@ -9,6 +9,7 @@
 //! - [`journal`]: clearing confirmed reservations, rolling overdue ones forward, re-seeding.
 //! - [`reconcile`]: gate against ledger, per campaign: breaches and repair.
 //! - [`issuances`], [`coupons`] and [`campaigns`]: the user and operator routes.
+//! - [`public`]: public campaign reads from a per-process cache.
 //! - [`routes`]: HTTP routing, body limits, load shedding, the request deadline, problem
 //!   responses.
 //! - [`limits`]: rate limits per user and per client address, the client address.
@@ -28,6 +29,7 @@ pub mod journal;
 pub mod limits;
 pub mod metrics;
 pub mod problem;
+pub mod public;
 pub mod publish;
 pub mod reconcile;
 pub mod routes;
@@ -62,6 +64,8 @@ pub struct App {
     /// False once shutdown begins, so load balancers stop sending new requests.
     pub ready: AtomicBool,
     pub metrics: metrics::Metrics,
+    /// Public campaign reads, served from memory.
+    pub public: public::Cache,
 }
 
 impl App {
@@ -116,6 +120,7 @@ impl App {
             db,
             ready: AtomicBool::new(true),
             metrics: metrics::Metrics::new(),
+            public: public::Cache::default(),
         }))
     }
 

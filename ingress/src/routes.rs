@@ -94,6 +94,8 @@ fn route_label(path: &str) -> &'static str {
         ["readyz"] => "readyz",
         ["metrics"] => "metrics",
         ["v1", "campaigns", _, "issuances"] => "issuances",
+        ["v1", "campaigns"] => "public_campaigns",
+        ["v1", "campaigns", _] => "public_campaign",
         ["v1", "issuances", _] => "issuance",
         ["v1", "admin", "campaigns"] => "admin_campaigns",
         ["v1", "admin", "campaigns", _] => "admin_campaign",
@@ -151,6 +153,17 @@ async fn route(app: &App, request: Request<Incoming>) -> Result<Reply, Problem> 
                 &campaigns::close(app, &campaign).await?,
             ))
         }
+        (["v1", "campaigns"], &Method::GET) => {
+            let list = crate::public::list(app).await?;
+            Ok(json(StatusCode::OK, &json_list(&list)))
+        }
+        (["v1", "campaigns", id], &Method::GET) => {
+            let campaign = parse_campaign(id)?;
+            Ok(json(
+                StatusCode::OK,
+                crate::public::campaign(app, &campaign).await?.as_ref(),
+            ))
+        }
         (["v1", "me", "coupons"], &Method::GET) => {
             let caller = user(app, &request).await?;
             let page = coupons::mine(app, &caller, request.uri().query()).await?;
@@ -193,6 +206,8 @@ async fn route(app: &App, request: Request<Incoming>) -> Result<Reply, Problem> 
             | ["v1", "admin", "campaigns", _]
             | ["v1", "admin", "campaigns", _, "close"]
             | ["v1", "me", "coupons"]
+            | ["v1", "campaigns"]
+            | ["v1", "campaigns", _]
             | ["v1", "coupons", _, "redeem"],
             _,
         ) => Err(Problem::MethodNotAllowed),
@@ -286,6 +301,10 @@ async fn readyz(app: &App) -> Result<Reply, Problem> {
         StatusCode::OK,
         &serde_json::json!({"status": "ready"}),
     ))
+}
+
+fn json_list(list: &[crate::public::PublicCampaign]) -> serde_json::Value {
+    serde_json::json!({ "items": list })
 }
 
 fn metrics(app: &App) -> Reply {

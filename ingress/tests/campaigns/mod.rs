@@ -161,3 +161,67 @@ async fn what_may_change_and_when() {
         (&json!("closed"), &json!(1))
     );
 }
+
+/// Public reads: anyone may read an open campaign and the list of open and upcoming ones, with
+/// `remaining` at most a second old; closed and ended campaigns leave the list.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn public_campaign_reads_are_cached_figures() {
+    let stack = Stack::ingress_only().await;
+    let campaign = stack.open_campaign(5, 1).await;
+    let other = stack.open_campaign(5, 1).await;
+    let get = |path: String| {
+        let http = stack.http.clone();
+        async move { http.get(path).send().await.unwrap() }
+    };
+    let one = get(format!("{}/v1/campaigns/{campaign}", stack.base)).await;
+    assert_eq!(one.status(), 200, "no token needed");
+    let body: Value = one.json().await.unwrap();
+    assert_eq!(
+        (&body["status"], &body["remaining"]),
+        (&json!("open"), &json!(5))
+    );
+    assert_eq!(stack.request(&campaign, "reader").await.status(), 202);
+    testkit::eventually(Duration::from_secs(5), "the new remaining", || async {
+        let body: Value = get(format!("{}/v1/campaigns/{campaign}", stack.base))
+            .await
+            .json()
+            .await
+            .ok()?;
+        (body["remaining"] == 4).then_some(())
+    })
+    .await;
+
+    assert_eq!(close(&stack, &other).await.status(), 200);
+    let listed = testkit::eventually(
+        Duration::from_secs(5),
+        "the list without the closed one",
+        || async {
+            let body: Value = get(format!("{}/v1/campaigns", stack.base))
+                .await
+                .json()
+                .await
+                .ok()?;
+            let ids: Vec<String> = body["items"]
+                .as_array()?
+                .iter()
+                .map(|c| c["id"].as_str().unwrap_or_default().to_owned())
+                .collect();
+            (!ids.contains(&other)).then_some(ids)
+        },
+    )
+    .await;
+    assert!(listed.contains(&campaign));
+    let unknown = get(format!(
+        "{}/v1/campaigns/{}",
+        stack.base,
+        uuid::Uuid::now_v7()
+    ))
+    .await;
+    assert_eq!(unknown.status(), 404);
+    assert_eq!(
+        get(format!("{}/v1/campaigns/nope", stack.base))
+            .await
+            .status(),
+        400
+    );
+}
