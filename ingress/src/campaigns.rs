@@ -272,18 +272,19 @@ async fn apply_to_gate(app: &App, id: &CampaignId, row: &Row) -> Result<(), Prob
     }
 }
 
-/// The operator view, or `None` when the ledger has no such campaign.
-pub async fn view(app: &App, id: &CampaignId) -> Result<Option<CampaignView>, Problem> {
+/// The ledger's row of a campaign (`sql/campaign_select_by_id.sql`), if it has one.
+pub(crate) async fn row(app: &App, id: &CampaignId) -> Result<Option<Row>, Problem> {
     let db = app.db().await?;
     let statement = db
         .prepare_cached(include_str!("sql/campaign_select_by_id.sql"))
         .await
         .map_err(db_problem)?;
-    let Some(row) = db
-        .query_opt(&statement, &[&id.0])
-        .await
-        .map_err(db_problem)?
-    else {
+    db.query_opt(&statement, &[&id.0]).await.map_err(db_problem)
+}
+
+/// The operator view, or `None` when the ledger has no such campaign.
+pub async fn view(app: &App, id: &CampaignId) -> Result<Option<CampaignView>, Problem> {
+    let Some(row) = row(app, id).await? else {
         return Ok(None);
     };
     let figures = app.gate.figures(id).await.map_err(|e| {

@@ -108,16 +108,7 @@ pub async fn list(app: &App) -> Result<Arc<Vec<PublicCampaign>>, Problem> {
 }
 
 async fn load_one(app: &App, id: &CampaignId) -> Result<Option<PublicCampaign>, Problem> {
-    let db = app.db().await?;
-    let statement = db
-        .prepare_cached(include_str!("sql/campaign_select_by_id.sql"))
-        .await
-        .map_err(db_problem)?;
-    let Some(row) = db
-        .query_opt(&statement, &[&id.0])
-        .await
-        .map_err(db_problem)?
-    else {
+    let Some(row) = crate::campaigns::row(app, id).await? else {
         return Ok(None);
     };
     let remaining = app

@@ -22,41 +22,38 @@ pub fn set_parent<'a>(
     span: &tracing::Span,
     headers: impl IntoIterator<Item = (&'a str, &'a [u8])>,
 ) {
-    let carrier = Carrier(
-        headers
-            .into_iter()
-            .filter_map(|(k, v)| {
-                Some((
-                    k.to_ascii_lowercase(),
-                    std::str::from_utf8(v).ok()?.to_owned(),
-                ))
-            })
-            .collect(),
-    );
-    let context = opentelemetry::global::get_text_map_propagator(|p| p.extract(&carrier));
-    let _ = span.set_parent(context);
+    let _ = span.set_parent(extract(headers));
 }
 
 /// Adds the context carried by `headers` as a link of `span` (a batch consumed from many
 /// producers has one parent and links to the rest).
 pub fn add_link<'a>(span: &tracing::Span, headers: impl IntoIterator<Item = (&'a str, &'a [u8])>) {
     use opentelemetry::trace::TraceContextExt as _;
-    let carrier = Carrier(
-        headers
-            .into_iter()
-            .filter_map(|(k, v)| {
-                Some((
-                    k.to_ascii_lowercase(),
-                    std::str::from_utf8(v).ok()?.to_owned(),
-                ))
-            })
-            .collect(),
-    );
-    let context = opentelemetry::global::get_text_map_propagator(|p| p.extract(&carrier));
+    let context = extract(headers);
     let linked = context.span().span_context().clone();
     if linked.is_valid() {
         span.add_link(linked);
     }
+}
+
+/// The W3C trace context in `headers`. Only `traceparent` and `tracestate` are copied, so a
+/// request's other headers cost nothing here (this runs for every HTTP request).
+fn extract<'a>(headers: impl IntoIterator<Item = (&'a str, &'a [u8])>) -> opentelemetry::Context {
+    let carrier = Carrier(
+        headers
+            .into_iter()
+            .filter(|(name, _)| {
+                name.eq_ignore_ascii_case("traceparent") || name.eq_ignore_ascii_case("tracestate")
+            })
+            .filter_map(|(name, value)| {
+                Some((
+                    name.to_ascii_lowercase(),
+                    std::str::from_utf8(value).ok()?.to_owned(),
+                ))
+            })
+            .collect(),
+    );
+    opentelemetry::global::get_text_map_propagator(|p| p.extract(&carrier))
 }
 
 /// The trace id of `span` in hex, when it belongs to an exported trace.

@@ -49,6 +49,15 @@ fn signed(alg: Algorithm, kid: Option<&str>, claims: &Value) -> String {
     encode(&header, claims, &key).unwrap()
 }
 
+/// An operator token signed with the key set's RSA key.
+fn rsa_operator_token() -> String {
+    signed(
+        Algorithm::RS256,
+        Some("rsa-1"),
+        &json!({"sub": "operator", "role": "admin", "iat": now(), "exp": now() + 600}),
+    )
+}
+
 fn b64(bytes: &[u8]) -> String {
     use base64::Engine as _;
     base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(bytes)
@@ -168,11 +177,7 @@ async fn key_set_tokens_resist_confusion_hostile_kids_and_kid_floods() {
         "--jwks-refresh-min-interval-ms=60000",
     ])
     .await;
-    stack.admin_token = Some(signed(
-        Algorithm::RS256,
-        Some("rsa-1"),
-        &json!({"sub": "operator", "role": "admin", "iat": now(), "exp": now() + 600}),
-    ));
+    stack.admin_token = Some(rsa_operator_token());
     let campaign = stack.open_campaign(5, 1).await;
     let before = stack.footprint().await;
     let c = json!({"sub": "mallory", "iat": now(), "exp": now() + 600});
@@ -535,11 +540,7 @@ async fn a_rotated_key_is_picked_up_from_the_key_set_file() {
         "--jwks-refresh-min-interval-ms=1",
     ])
     .await;
-    stack.admin_token = Some(signed(
-        Algorithm::RS256,
-        Some("rsa-1"),
-        &json!({"sub": "operator", "role": "admin", "iat": now(), "exp": now() + 600}),
-    ));
+    stack.admin_token = Some(rsa_operator_token());
     let campaign = stack.open_campaign(5, 1).await;
     let ec_token = signed(
         Algorithm::ES256,
