@@ -24,6 +24,10 @@ pub struct Config {
     #[arg(long, env = "TOPIC_COUPON_ISSUED", default_value = schema::topics::COUPON_ISSUED)]
     pub topic_issued: String,
 
+    /// Topic of campaign lifecycle events (opened, sold out, closed), published by the relay.
+    #[arg(long, env = "TOPIC_CAMPAIGN_EVENTS", default_value = schema::topics::CAMPAIGN_EVENTS)]
+    pub topic_campaign_events: String,
+
     /// Run the outbox relay in this process (`true`/`false`); every pod may run one.
     #[arg(long, env = "OUTBOX_RELAY", default_value_t = true, action = clap::ArgAction::Set)]
     pub outbox_relay: bool,
@@ -158,6 +162,9 @@ impl service::Validate for Config {
         }
         if self.topic_issued.is_empty() {
             problems.push("TOPIC_COUPON_ISSUED must not be empty".to_owned());
+        }
+        if self.topic_campaign_events.is_empty() {
+            problems.push("TOPIC_CAMPAIGN_EVENTS must not be empty".to_owned());
         }
         if self.database_pool_size == 0 {
             problems.push("DATABASE_POOL_SIZE must be positive".to_owned());

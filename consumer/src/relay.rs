@@ -1,4 +1,5 @@
-//! The outbox relay: publishes `coupon.issued.v1` for every coupon the ledger committed.
+//! The outbox relay: publishes `coupon.issued.v1` for every coupon the ledger committed, and
+//! `coupon.campaign.events.v1` for campaigns that opened, sold out or closed.
 //!
 //! The batch transaction that inserts coupons also inserts their outbox rows, so a coupon
 //! without its event cannot exist. The relay takes the oldest unpublished rows under
@@ -6,6 +7,11 @@
 //! events with an idempotent producer, waits for every acknowledgement, marks the rows published
 //! and commits. A crash anywhere before the commit publishes the rows again later, with the same
 //! event ids: delivery is at least once, and downstream consumers de-duplicate on `ce_id`.
+//!
+//! Campaign events: the batch that persists a campaign's last coupon queues `sold-out` (and
+//! `opened` first, if not yet queued); the relay's announcer queues `opened` and `closed` once
+//! their moment passed (`sql/campaigns_announce_*.sql`). Each has one event id per (campaign,
+//! kind), queued once under a row lock and a flag however many pods run.
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -15,7 +21,7 @@ use rdkafka::ClientConfig;
 use rdkafka::message::{Header, OwnedHeaders};
 use rdkafka::producer::{FutureProducer, FutureRecord, Producer as _};
 use schema::ids::{CampaignId, IssuanceId};
-use schema::proto::CouponIssued;
+use schema::proto::{CampaignEvent, CouponIssued, campaign_event};
 use schema::topics;
 use time::OffsetDateTime;
 use time::format_description::well_known::Rfc3339;
@@ -38,6 +44,7 @@ pub struct Relay {
     pool: deadpool_postgres::Pool,
     producer: FutureProducer,
     topic: String,
+    events_topic: String,
     batch: i64,
     poll: Duration,
     /// Queue a webhook notification per published event.
@@ -64,6 +71,7 @@ impl Relay {
             pool,
             producer,
             topic: config.topic_issued.clone(),
+            events_topic: config.topic_campaign_events.clone(),
             batch: config.outbox_batch as i64,
             poll: Duration::from_millis(config.outbox_poll_ms),
             notify: config.webhook_url.is_some(),
@@ -75,9 +83,16 @@ impl Relay {
     pub async fn run(self, mut stop: watch::Receiver<bool>) {
         let mut backoff = Duration::from_millis(100);
         let mut counted: Option<Instant> = None;
+        let mut announced: Option<Instant> = None;
         loop {
             if *stop.borrow() {
                 break;
+            }
+            if announced.is_none_or(|at| at.elapsed() >= self.poll) {
+                if let Err(e) = self.announce().await {
+                    tracing::warn!(error = %e, "queueing campaign events failed; retrying");
+                }
+                announced = Some(Instant::now());
             }
             let wait = match self.publish_once().await {
                 Ok(published) if published > 0 => {
@@ -107,6 +122,20 @@ impl Relay {
         let _ = tokio::task::spawn_blocking(move || producer.flush(Duration::from_secs(5))).await;
     }
 
+    /// Queues the `opened` and `closed` events whose moment passed (opened first).
+    async fn announce(&self) -> Result<(), RelayError> {
+        let client = self.pool.get().await?;
+        let opened = client
+            .prepare_cached(include_str!("sql/campaigns_announce_opened.sql"))
+            .await?;
+        client.execute(&opened, &[&None::<Vec<Uuid>>]).await?;
+        let closed = client
+            .prepare_cached(include_str!("sql/campaigns_announce_closed.sql"))
+            .await?;
+        client.execute(&closed, &[]).await?;
+        Ok(())
+    }
+
     /// One round: the oldest unpublished rows, produced, acknowledged, marked. Returns how many.
     async fn publish_once(&self) -> Result<usize, RelayError> {
         let mut client = self.pool.get().await?;
@@ -123,17 +152,7 @@ impl Relay {
         let mut sends = Vec::with_capacity(rows.len());
         for row in &rows {
             ids.push(row.try_get::<_, i64>("id")?);
-            let event = Outgoing {
-                event_id: row.try_get("event_id")?,
-                coupon_id: row.try_get("coupon_id")?,
-                campaign_id: row.try_get("campaign_id")?,
-                user_id: row.try_get("user_id")?,
-                seq: row.try_get("seq")?,
-                issued_at: row.try_get("issued_at")?,
-                expires_at: row.try_get("expires_at")?,
-                traceparent: row.try_get("traceparent")?,
-            };
-            sends.push(self.send(event));
+            sends.push(self.send(self.envelope(row)?));
         }
         for sent in futures_util::future::join_all(sends).await {
             // One missing acknowledgement rolls the whole round back: its rows are published
@@ -155,12 +174,74 @@ impl Relay {
         Ok(ids.len())
     }
 
-    async fn send(&self, event: Outgoing) -> Result<(), rdkafka::error::KafkaError> {
-        let campaign = event.campaign_id.to_string();
-        let key = topics::record_key(&campaign, &event.user_id);
-        let payload = event.message().encode_to_vec();
-        let event_id = event.event_id.to_string();
-        let time = event.issued_at.format(&Rfc3339).unwrap_or_default();
+    /// The record of one outbox row.
+    fn envelope(&self, row: &tokio_postgres::Row) -> Result<Envelope<'_>, tokio_postgres::Error> {
+        let event_id: Uuid = row.try_get("event_id")?;
+        let campaign_id: Uuid = row.try_get("campaign_id")?;
+        let kind: &str = row.try_get("kind")?;
+        let millis = |t: OffsetDateTime| (t.unix_timestamp_nanos() / 1_000_000) as i64;
+        let rfc3339 = |t: OffsetDateTime| t.format(&Rfc3339).unwrap_or_default();
+        let campaign_event = |ce_type, kind: campaign_event::Kind| {
+            let occurred_at: OffsetDateTime = row.try_get("occurred_at")?;
+            let figure = |name| {
+                row.try_get::<_, i32>(name)
+                    .map(|n| u64::try_from(n).unwrap_or_default())
+            };
+            let message = CampaignEvent {
+                event_id: event_id.to_string(),
+                campaign_id: campaign_id.to_string(),
+                kind: kind as i32,
+                occurred_at_ms: millis(occurred_at),
+                issued: figure("issued")?,
+                total_stock: figure("total_stock")?,
+            };
+            Ok(Envelope {
+                topic: &self.events_topic,
+                key: campaign_id.to_string(),
+                payload: message.encode_to_vec(),
+                event_id: event_id.to_string(),
+                ce_type,
+                schema: topics::CAMPAIGN_EVENT_SCHEMA,
+                time: rfc3339(occurred_at),
+                traceparent: None,
+            })
+        };
+        match kind {
+            "campaign.opened" => {
+                campaign_event(topics::CAMPAIGN_OPENED_TYPE, campaign_event::Kind::Opened)
+            }
+            "campaign.sold-out" => campaign_event(
+                topics::CAMPAIGN_SOLD_OUT_TYPE,
+                campaign_event::Kind::SoldOut,
+            ),
+            "campaign.closed" => {
+                campaign_event(topics::CAMPAIGN_CLOSED_TYPE, campaign_event::Kind::Closed)
+            }
+            _ => {
+                let coupon = IssuedCoupon {
+                    event_id,
+                    coupon_id: row.try_get("coupon_id")?,
+                    campaign_id,
+                    user_id: row.try_get("user_id")?,
+                    seq: row.try_get("seq")?,
+                    issued_at: row.try_get("issued_at")?,
+                    expires_at: row.try_get("expires_at")?,
+                };
+                Ok(Envelope {
+                    topic: &self.topic,
+                    key: topics::record_key(&campaign_id.to_string(), &coupon.user_id),
+                    payload: coupon.message().encode_to_vec(),
+                    event_id: event_id.to_string(),
+                    ce_type: topics::COUPON_ISSUED_TYPE,
+                    schema: topics::COUPON_ISSUED_SCHEMA,
+                    time: rfc3339(coupon.issued_at),
+                    traceparent: row.try_get("traceparent")?,
+                })
+            }
+        }
+    }
+
+    async fn send(&self, event: Envelope<'_>) -> Result<(), rdkafka::error::KafkaError> {
         // A traced admission continues here: a span per event, child of the ingress's produce
         // span, whose context the event carries on (or the stored one, when export is off).
         // The span lives until this function returns, so it covers the wait for Kafka.
@@ -194,11 +275,11 @@ impl Relay {
             })
             .insert(Header {
                 key: "ce_id",
-                value: Some(&event_id),
+                value: Some(&event.event_id),
             })
             .insert(Header {
                 key: "ce_type",
-                value: Some(topics::COUPON_ISSUED_TYPE),
+                value: Some(event.ce_type),
             })
             .insert(Header {
                 key: "ce_source",
@@ -206,19 +287,19 @@ impl Relay {
             })
             .insert(Header {
                 key: "ce_time",
-                value: Some(&time),
+                value: Some(&event.time),
             })
             .insert(Header {
                 key: "schema",
-                value: Some(topics::COUPON_ISSUED_SCHEMA),
+                value: Some(event.schema),
             })
             .insert(Header {
                 key: "schema-version",
                 value: Some(topics::SCHEMA_VERSION),
             });
-        let record = FutureRecord::to(&self.topic)
-            .key(&key)
-            .payload(&payload)
+        let record = FutureRecord::to(event.topic)
+            .key(&event.key)
+            .payload(&event.payload)
             .headers(headers);
         match self.producer.send_result(record) {
             Err((e, _)) => Err(e),
@@ -246,8 +327,20 @@ impl Relay {
     }
 }
 
-/// One outbox row's event.
-struct Outgoing {
+/// One record to publish.
+struct Envelope<'a> {
+    topic: &'a str,
+    key: String,
+    payload: Vec<u8>,
+    event_id: String,
+    ce_type: &'static str,
+    schema: &'static str,
+    time: String,
+    traceparent: Option<String>,
+}
+
+/// The coupon of a `coupon.issued` outbox row.
+struct IssuedCoupon {
     event_id: Uuid,
     coupon_id: Uuid,
     campaign_id: Uuid,
@@ -255,10 +348,9 @@ struct Outgoing {
     seq: i32,
     issued_at: OffsetDateTime,
     expires_at: OffsetDateTime,
-    traceparent: Option<String>,
 }
 
-impl Outgoing {
+impl IssuedCoupon {
     fn message(&self) -> CouponIssued {
         let issuance = IssuanceId {
             campaign: CampaignId(self.campaign_id),

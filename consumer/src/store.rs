@@ -77,10 +77,23 @@ impl Ledger {
             .prepare_cached(include_str!("sql/campaigns_lock_by_ids.sql"))
             .await?;
         let mut facts = Facts::default();
+        let mut unannounced: Vec<Uuid> = Vec::new();
         for row in tx.query(&lock, &[&campaigns]).await? {
+            let campaign = row.try_get(0)?;
             facts
                 .capacity
-                .insert(row.try_get(0)?, row.try_get::<_, i32>(1)?.into());
+                .insert(campaign, row.try_get::<_, i32>(1)?.into());
+            if !row.try_get::<_, bool>(2)? {
+                unannounced.push(campaign);
+            }
+        }
+        if !unannounced.is_empty() {
+            // An admission proves the campaign opened: its `opened` event is queued before the
+            // `sold-out` this batch may queue, even when the relay's announcer has not run yet.
+            let announce = tx
+                .prepare_cached(include_str!("sql/campaigns_announce_opened.sql"))
+                .await?;
+            tx.execute(&announce, &[&Some(unannounced)]).await?;
         }
         let settled = tx
             .prepare_cached(include_str!("sql/issuances_select_settled_by_ids.sql"))

@@ -50,6 +50,7 @@ impl Running {
             &format!("--topic-requested={}", self.fixture.topic),
             &format!("--topic-dead-letter={}", self.fixture.dead_letter_topic),
             &format!("--topic-issued={}", self.fixture.issued_topic),
+            &format!("--topic-campaign-events={}", self.fixture.events_topic),
             &format!("--database-url={}", self.fixture.database_url),
             "--session-timeout-ms=6000",
             "--max-poll-interval-ms=6000",

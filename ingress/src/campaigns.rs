@@ -1,11 +1,13 @@
-//! Operator routes: create a campaign (PostgreSQL first, then the gate), read it with live
-//! figures from both, change it and close it.
+//! Operator routes: create a campaign (PostgreSQL first, then the gate), list them, read one
+//! with live figures from the gate, the ledger and Kafka, change it and close it.
 //!
 //! Changes keep the ledger ahead of the gate: PostgreSQL is updated first (its guarded counter
 //! then allows the new stock), the gate second with absolute values (`adjust.lua`), so a retry
 //! after a Redis failure completes the change and the gate never admits more than the ledger
 //! accepts. Stock and the window's end only grow; the per-user limit changes only before the
 //! start; a closed campaign stays closed.
+
+use std::collections::HashMap;
 
 use schema::ids::CampaignId;
 use serde::{Deserialize, Serialize};
@@ -15,6 +17,7 @@ use uuid::Uuid;
 
 use crate::App;
 use crate::gate::Seed;
+use crate::paging::{self, Page};
 use crate::problem::Problem;
 
 const MAX_STOCK: u32 = 100_000_000;
@@ -26,11 +29,33 @@ pub enum DiscountKind {
     Percent,
 }
 
-#[derive(Debug, Clone, Serialize, Deserialize)]
+impl DiscountKind {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            DiscountKind::Fixed => "fixed",
+            DiscountKind::Percent => "percent",
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Discount {
     pub kind: DiscountKind,
     pub value: i64,
+}
+
+impl Discount {
+    /// What is wrong with it, if anything.
+    fn problem(&self) -> Option<&'static str> {
+        match self.kind {
+            _ if self.value <= 0 => Some("discount.value must be positive"),
+            DiscountKind::Percent if self.value > 100 => {
+                Some("discount.value of a percent discount must be at most 100")
+            }
+            _ => None,
+        }
+    }
 }
 
 /// The body of `POST /v1/admin/campaigns`.
@@ -70,12 +95,8 @@ impl NewCampaign {
         if self.ends_at <= self.starts_at {
             problems.push("ends_at must be after starts_at");
         }
-        match self.discount.kind {
-            _ if self.discount.value <= 0 => problems.push("discount.value must be positive"),
-            DiscountKind::Percent if self.discount.value > 100 => {
-                problems.push("discount.value of a percent discount must be at most 100")
-            }
-            _ => {}
+        if let Some(problem) = self.discount.problem() {
+            problems.push(problem);
         }
         if !(1..=3650).contains(&self.coupon_valid_days) {
             problems.push("coupon_valid_days must be between 1 and 3650");
@@ -108,8 +129,22 @@ pub struct CampaignView {
     pub remaining: Option<i64>,
     /// Requests admitted by the gate (Redis).
     pub accepted: Option<i64>,
+    /// Admissions handed back because Kafka definitively did not take their event (Redis).
+    pub released: Option<i64>,
     /// Coupons persisted in the ledger (PostgreSQL).
     pub issued: i64,
+    /// Admissions the ledger refused after the gate granted them (Redis lost writes).
+    pub rejected: i64,
+}
+
+/// `GET /v1/admin/campaigns/{id}`: the campaign and the pipeline's state behind it.
+#[derive(Debug, Serialize)]
+pub struct CampaignDetail {
+    #[serde(flatten)]
+    pub campaign: CampaignView,
+    /// Requested events the consumer group has not yet committed, over all campaigns (the
+    /// topic is shared); `null` when Kafka did not answer in time.
+    pub consumer_lag: Option<i64>,
 }
 
 pub async fn create(app: &App, body: &[u8]) -> Result<CampaignView, Problem> {
@@ -123,10 +158,7 @@ pub async fn create(app: &App, body: &[u8]) -> Result<CampaignView, Problem> {
         .prepare_cached(include_str!("sql/campaign_insert.sql"))
         .await
         .map_err(db_problem)?;
-    let kind = match new.discount.kind {
-        DiscountKind::Fixed => "fixed",
-        DiscountKind::Percent => "percent",
-    };
+    let kind = new.discount.kind.as_str();
     db.execute(
         &statement,
         &[
@@ -174,18 +206,46 @@ pub struct CampaignChange {
     pub per_user_limit: Option<u32>,
     #[serde(default, with = "time::serde::rfc3339::option")]
     pub ends_at: Option<OffsetDateTime>,
+    pub discount: Option<Discount>,
+    pub coupon_valid_days: Option<u32>,
+    /// `true` closes the campaign (alone, as `POST .../close` does); `false` changes nothing.
+    pub closed: Option<bool>,
+}
+
+impl CampaignChange {
+    fn only_closes(&self) -> bool {
+        self.total_stock.is_none()
+            && self.per_user_limit.is_none()
+            && self.ends_at.is_none()
+            && self.discount.is_none()
+            && self.coupon_valid_days.is_none()
+    }
 }
 
 /// Applies a change; refuses (409) what the campaign's state does not allow.
 pub async fn update(app: &App, id: &CampaignId, body: &[u8]) -> Result<CampaignView, Problem> {
     let change: CampaignChange = serde_json::from_slice(body)
         .map_err(|e| Problem::BadRequest(format!("invalid change: {e}")))?;
+    if change.closed == Some(true) {
+        if !change.only_closes() {
+            return Err(Problem::BadRequest(
+                "closed: true cannot be combined with other changes".to_owned(),
+            ));
+        }
+        return close(app, id).await;
+    }
     let current = view(app, id)
         .await?
         .ok_or(Problem::NotFound("unknown campaign"))?;
-    if current.status == "closed" {
-        return Err(Problem::ChangeRefused("the campaign is closed".to_owned()));
+    match current.status {
+        "closed" => return Err(Problem::ChangeRefused("the campaign is closed".to_owned())),
+        // Its `closed` event is out; extending the window would reopen it behind consumers' backs.
+        "ended" => return Err(Problem::ChangeRefused("the campaign has ended".to_owned())),
+        _ => {}
     }
+    let before_start = |what: &str| {
+        Problem::ChangeRefused(format!("{what} can change only before the campaign starts"))
+    };
     let total = change.total_stock.map_or(current.total_stock, i64::from);
     if total > i64::from(MAX_STOCK) {
         return Err(Problem::BadRequest(
@@ -206,9 +266,25 @@ pub async fn update(app: &App, id: &CampaignId, body: &[u8]) -> Result<CampaignV
         ));
     }
     if limit != current.per_user_limit && current.status != "scheduled" {
-        return Err(Problem::ChangeRefused(
-            "per_user_limit can change only before the campaign starts".to_owned(),
+        return Err(before_start("per_user_limit"));
+    }
+    let discount = change.discount.unwrap_or(current.discount.clone());
+    if let Some(problem) = discount.problem() {
+        return Err(Problem::BadRequest(problem.to_owned()));
+    }
+    if discount != current.discount && current.status != "scheduled" {
+        return Err(before_start("discount"));
+    }
+    let valid_days = change
+        .coupon_valid_days
+        .map_or(current.coupon_valid_days, |d| d as i32);
+    if !(1..=3650).contains(&valid_days) {
+        return Err(Problem::BadRequest(
+            "coupon_valid_days must be between 1 and 3650".to_owned(),
         ));
+    }
+    if valid_days != current.coupon_valid_days && current.status != "scheduled" {
+        return Err(before_start("coupon_valid_days"));
     }
     let ends_at = change.ends_at.unwrap_or(current.ends_at);
     if ends_at < current.ends_at {
@@ -222,10 +298,21 @@ pub async fn update(app: &App, id: &CampaignId, body: &[u8]) -> Result<CampaignV
         .await
         .map_err(db_problem)?;
     let row = db
-        .query_opt(&statement, &[&id.0, &(total as i32), &limit, &ends_at])
+        .query_opt(
+            &statement,
+            &[
+                &id.0,
+                &(total as i32),
+                &limit,
+                &ends_at,
+                &discount.kind.as_str(),
+                &discount.value,
+                &valid_days,
+            ],
+        )
         .await
         .map_err(db_problem)?
-        .ok_or_else(|| Problem::ChangeRefused("the campaign is closed".to_owned()))?;
+        .ok_or_else(|| Problem::ChangeRefused("the campaign is closed or has ended".to_owned()))?;
     apply_to_gate(app, id, &row).await?;
     view(app, id).await?.ok_or(Problem::Internal)
 }
@@ -287,17 +374,97 @@ pub async fn view(app: &App, id: &CampaignId) -> Result<Option<CampaignView>, Pr
     let Some(row) = row(app, id).await? else {
         return Ok(None);
     };
-    let figures = app.gate.figures(id).await.map_err(|e| {
+    let rejected = rejections(app, &[id.0]).await?;
+    let figures = gate_figures(app, id).await?;
+    from_row(id, &row, figures, &rejected).map(Some)
+}
+
+/// The operator view with the consumer group's lag.
+pub async fn detail(app: &App, id: &CampaignId) -> Result<Option<CampaignDetail>, Problem> {
+    let (campaign, consumer_lag) = tokio::join!(view(app, id), app.lag.total());
+    Ok(campaign?.map(|campaign| CampaignDetail {
+        campaign,
+        consumer_lag,
+    }))
+}
+
+/// `GET /v1/admin/campaigns`: newest first, in pages, optionally only those of one `status`
+/// (`scheduled`, `open`, `ended`, `closed`).
+pub async fn list(app: &App, query: Option<&str>) -> Result<Page<CampaignView>, Problem> {
+    let mut status: Option<String> = None;
+    let (limit, after) = paging::query(query, |name, value| match name {
+        "status" if STATUSES.contains(&value) => {
+            status = Some(value.to_owned());
+            Ok(())
+        }
+        "status" => Err(Problem::BadRequest(format!(
+            "status must be one of {}",
+            STATUSES.join(", ")
+        ))),
+        _ => Ok(()),
+    })?;
+    let db = app.db().await?;
+    let statement = db
+        .prepare_cached(include_str!("sql/campaigns_select_page.sql"))
+        .await
+        .map_err(db_problem)?;
+    let (after_at, after_id) = after.unzip();
+    let rows = db
+        .query(&statement, &[&status, &after_at, &after_id, &(limit + 1)])
+        .await
+        .map_err(db_problem)?;
+    drop(db);
+    let ids = rows
+        .iter()
+        .map(|row| row.try_get("id"))
+        .collect::<Result<Vec<Uuid>, _>>()
+        .map_err(db_problem)?;
+    let rejected = rejections(app, &ids).await?;
+    let campaigns: Vec<CampaignId> = ids.iter().copied().map(CampaignId).collect();
+    let figures =
+        futures_util::future::try_join_all(campaigns.iter().map(|id| gate_figures(app, id)))
+            .await?;
+    let items = rows
+        .iter()
+        .zip(ids)
+        .zip(figures)
+        .map(|((row, id), figures)| from_row(&CampaignId(id), row, figures, &rejected))
+        .collect::<Result<Vec<_>, _>>()?;
+    Ok(paging::page(items, limit, |c| (c.created_at, c.id.0)))
+}
+
+const STATUSES: [&str; 4] = ["scheduled", "open", "ended", "closed"];
+
+/// Rejections per campaign, for the given campaigns.
+async fn rejections(app: &App, ids: &[Uuid]) -> Result<HashMap<Uuid, i64>, Problem> {
+    let db = app.db().await?;
+    let statement = db
+        .prepare_cached(include_str!(
+            "sql/issuance_rejections_count_by_campaigns.sql"
+        ))
+        .await
+        .map_err(db_problem)?;
+    db.query(&statement, &[&ids])
+        .await
+        .map_err(db_problem)?
+        .iter()
+        .map(|row| Ok((row.try_get(0)?, row.try_get(1)?)))
+        .collect::<Result<_, tokio_postgres::Error>>()
+        .map_err(db_problem)
+}
+
+async fn gate_figures(app: &App, id: &CampaignId) -> Result<Option<crate::gate::Figures>, Problem> {
+    app.gate.figures(id).await.map_err(|e| {
         tracing::warn!(error = %e, "reading gate figures failed");
         crate::redis_unavailable()
-    })?;
-    from_row(id, &row, figures).map(Some)
+    })
 }
 
 fn from_row(
     id: &CampaignId,
     row: &Row,
     figures: Option<crate::gate::Figures>,
+    rejected: &HashMap<Uuid, i64>,
 ) -> Result<CampaignView, Problem> {
     let get = |e: tokio_postgres::Error| db_problem(e);
     let starts_at: OffsetDateTime = row.try_get("starts_at").map_err(get)?;
@@ -330,7 +497,9 @@ fn from_row(
         created_at: row.try_get("created_at").map_err(get)?,
         remaining: figures.map(|f| f.remaining),
         accepted: figures.map(|f| f.accepted),
+        released: figures.map(|f| f.released),
         issued: i64::from(row.try_get::<_, i32>("issued_count").map_err(get)?),
+        rejected: rejected.get(&id.0).copied().unwrap_or(0),
     })
 }
 
@@ -340,7 +509,7 @@ pub(crate) fn public_fields(
     remaining: Option<i64>,
 ) -> Result<crate::public::PublicCampaign, Problem> {
     let id = CampaignId(row.try_get("id").map_err(db_problem)?);
-    let view = from_row(&id, row, None)?;
+    let view = from_row(&id, row, None, &HashMap::new())?;
     Ok(crate::public::PublicCampaign {
         id,
         name: view.name,

@@ -32,6 +32,10 @@ pub struct Config {
     #[arg(long, env = "TOPIC_ISSUANCE_REQUESTED", default_value = schema::topics::ISSUANCE_REQUESTED)]
     pub topic_requested: String,
 
+    /// The consumer group persisting the requested topic; the operator view shows its lag.
+    #[arg(long, env = "CONSUMER_GROUP", default_value = "coupon-persister")]
+    pub consumer_group: String,
+
     /// Upper bound on the wait for Kafka's acknowledgement (librdkafka `message.timeout.ms`).
     /// Past it the request answers 503 and the reservation is kept for roll-forward.
     #[arg(long, env = "KAFKA_MESSAGE_TIMEOUT_MS", default_value_t = 5_000)]
@@ -168,6 +172,9 @@ impl service::Validate for Config {
     fn validate(&self) -> Result<(), Vec<String>> {
         let mut problems = Vec::new();
         self.common.problems(&mut problems);
+        if self.consumer_group.is_empty() {
+            problems.push("CONSUMER_GROUP must not be empty".to_owned());
+        }
         if !(1_024..=65_536).contains(&self.max_header_bytes) {
             problems.push("INGRESS_MAX_HEADER_BYTES must be between 1024 and 65536".to_owned());
         }

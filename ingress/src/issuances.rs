@@ -176,12 +176,17 @@ pub async fn status(
             return Err(not_found());
         }
         status.status = "issued";
+        let expires_at: OffsetDateTime = row.try_get("expires_at").map_err(db_problem)?;
+        let mut coupon_status: String = row.try_get("status").map_err(db_problem)?;
+        if coupon_status == "issued" && expires_at <= OffsetDateTime::now_utc() {
+            coupon_status = "expired".to_owned();
+        }
         status.coupon = Some(Coupon {
             coupon_id: issuance.reservation,
             seq: row.try_get("seq").map_err(db_problem)?,
-            status: row.try_get("status").map_err(db_problem)?,
+            status: coupon_status,
             issued_at: row.try_get("issued_at").map_err(db_problem)?,
-            expires_at: row.try_get("expires_at").map_err(db_problem)?,
+            expires_at,
         });
         return Ok(status);
     }

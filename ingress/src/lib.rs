@@ -26,8 +26,10 @@ pub mod coupons;
 pub mod gate;
 pub mod issuances;
 pub mod journal;
+pub mod lag;
 pub mod limits;
 pub mod metrics;
+pub mod paging;
 pub mod problem;
 pub mod public;
 pub mod publish;
@@ -66,6 +68,8 @@ pub struct App {
     pub metrics: metrics::Metrics,
     /// Public campaign reads, served from memory.
     pub public: public::Cache,
+    /// The consumer group's lag, for the operator view.
+    pub lag: lag::Lag,
 }
 
 impl App {
@@ -106,6 +110,12 @@ impl App {
             .context("looking up TOPIC_ISSUANCE_REQUESTED on KAFKA_BROKERS")?;
         let db = service::pg_pool(&config.database_url, config.database_pool_size)
             .context("DATABASE_URL")?;
+        let lag = lag::Lag::new(
+            &config.kafka_brokers,
+            &config.consumer_group,
+            &config.topic_requested,
+        )
+        .context("creating the Kafka lag reader")?;
         let confirmations = journal::Confirmations::spawn(gate.clone());
         let limits = limits::RateLimits::new(&config);
         let in_flight = Arc::new(tokio::sync::Semaphore::new(config.max_in_flight));
@@ -121,6 +131,7 @@ impl App {
             ready: AtomicBool::new(true),
             metrics: metrics::Metrics::new(),
             public: public::Cache::default(),
+            lag,
         }))
     }
 

@@ -22,11 +22,13 @@ pub enum Problem {
     SoldOut,
     /// An operator's change the campaign's state does not allow.
     ChangeRefused(String),
-    /// The coupon was redeemed for another order.
+    /// The coupon is redeemed (for another order, or when an operator tries to cancel it).
     CouponRedeemed,
     /// The coupon is past its validity.
     CouponExpired,
     CouponCancelled,
+    /// A refund names an order that does not hold the coupon.
+    NotRedeemedByOrder,
     /// The caller (user or client address) is over its rate; retry after the given seconds.
     TooManyRequests {
         retry_after_secs: u32,
@@ -80,13 +82,18 @@ impl Problem {
             Problem::CouponRedeemed => (
                 StatusCode::CONFLICT,
                 "coupon-redeemed",
-                "The coupon was redeemed for another order",
+                "The coupon is already redeemed",
             ),
             Problem::CouponExpired => (StatusCode::GONE, "coupon-expired", "The coupon expired"),
             Problem::CouponCancelled => (
                 StatusCode::CONFLICT,
                 "coupon-cancelled",
                 "The coupon was cancelled",
+            ),
+            Problem::NotRedeemedByOrder => (
+                StatusCode::CONFLICT,
+                "not-redeemed-by-order",
+                "The coupon is not redeemed by this order",
             ),
             Problem::TooManyRequests { .. } => (
                 StatusCode::TOO_MANY_REQUESTS,

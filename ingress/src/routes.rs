@@ -102,6 +102,8 @@ fn route_label(path: &str) -> &'static str {
         ["v1", "admin", "campaigns", _, "close"] => "admin_campaign_close",
         ["v1", "me", "coupons"] => "my_coupons",
         ["v1", "coupons", _, "redeem"] => "redeem",
+        ["v1", "coupons", _, "refund"] => "refund",
+        ["v1", "admin", "coupons", _, "cancel"] => "admin_coupon_cancel",
         _ => "other",
     }
 }
@@ -171,12 +173,27 @@ async fn route(app: &App, request: Request<Incoming>) -> Result<Reply, Problem> 
         }
         (["v1", "coupons", id, "redeem"], &Method::POST) => {
             let caller = user(app, &request).await?;
-            let coupon: uuid::Uuid = id
-                .parse()
-                .map_err(|_| Problem::BadRequest("coupon id must be a UUID".to_owned()))?;
+            let coupon = parse_coupon(id)?;
             let body = read_body(app, request).await?;
             let view = coupons::redeem(app, &caller, coupon, &body).await?;
             Ok(json(StatusCode::OK, &view))
+        }
+        (["v1", "coupons", id, "refund"], &Method::POST) => {
+            let caller = user(app, &request).await?;
+            let coupon = parse_coupon(id)?;
+            let body = read_body(app, request).await?;
+            let view = coupons::refund(app, &caller, coupon, &body).await?;
+            Ok(json(StatusCode::OK, &view))
+        }
+        (["v1", "admin", "coupons", id, "cancel"], &Method::POST) => {
+            admin(app, &request).await?;
+            let coupon = parse_coupon(id)?;
+            Ok(json(StatusCode::OK, &coupons::cancel(app, coupon).await?))
+        }
+        (["v1", "admin", "campaigns"], &Method::GET) => {
+            admin(app, &request).await?;
+            let page = campaigns::list(app, request.uri().query()).await?;
+            Ok(json(StatusCode::OK, &page))
         }
         (["v1", "admin", "campaigns"], &Method::POST) => {
             admin(app, &request).await?;
@@ -191,7 +208,7 @@ async fn route(app: &App, request: Request<Incoming>) -> Result<Reply, Problem> 
         (["v1", "admin", "campaigns", id], &Method::GET) => {
             admin(app, &request).await?;
             let campaign = parse_campaign(id)?;
-            let view = campaigns::view(app, &campaign)
+            let view = campaigns::detail(app, &campaign)
                 .await?
                 .ok_or(Problem::NotFound("unknown campaign"))?;
             Ok(json(StatusCode::OK, &view))
@@ -208,7 +225,8 @@ async fn route(app: &App, request: Request<Incoming>) -> Result<Reply, Problem> 
             | ["v1", "me", "coupons"]
             | ["v1", "campaigns"]
             | ["v1", "campaigns", _]
-            | ["v1", "coupons", _, "redeem"],
+            | ["v1", "coupons", _, "redeem" | "refund"]
+            | ["v1", "admin", "coupons", _, "cancel"],
             _,
         ) => Err(Problem::MethodNotAllowed),
         _ => Err(Problem::NotFound("no such route")),
@@ -242,6 +260,11 @@ async fn admin(app: &App, request: &Request<Incoming>) -> Result<Principal, Prob
 fn parse_campaign(id: &str) -> Result<CampaignId, Problem> {
     id.parse()
         .map_err(|e: schema::ids::IdError| Problem::BadRequest(e.to_string()))
+}
+
+fn parse_coupon(id: &str) -> Result<uuid::Uuid, Problem> {
+    id.parse()
+        .map_err(|_| Problem::BadRequest("coupon id must be a UUID".to_owned()))
 }
 
 /// Reads the whole body within the size limit. A non-empty body must be a JSON object; fields

@@ -4,6 +4,7 @@
 
 mod campaigns;
 mod coupons;
+mod events;
 mod faults;
 mod loadtest;
 mod operations;
@@ -499,8 +500,12 @@ async fn released_reservation_returns_its_stock_once() {
     );
     let view = stack.admin_campaign(&campaign).await;
     assert_eq!(
-        (view["remaining"].as_i64(), view["accepted"].as_i64()),
-        (Some(1), Some(1))
+        (
+            view["remaining"].as_i64(),
+            view["accepted"].as_i64(),
+            view["released"].as_i64()
+        ),
+        (Some(1), Some(1), Some(1))
     );
 
     // Ivan's event was confirmed: his reservation left the journal and cannot be released.

@@ -18,6 +18,12 @@ pub const ISSUANCE_REQUESTED_TYPE: &str = "coupon.issuance.requested.v1";
 /// Schema name and CloudEvents type of `coupon.issued.v1` records.
 pub const COUPON_ISSUED_SCHEMA: &str = "coupon.v1.CouponIssued";
 pub const COUPON_ISSUED_TYPE: &str = "coupon.issued.v1";
+/// Schema name of `coupon.campaign.events.v1` records; their CloudEvents type is the outbox
+/// one of the three below.
+pub const CAMPAIGN_EVENT_SCHEMA: &str = "coupon.v1.CampaignEvent";
+pub const CAMPAIGN_OPENED_TYPE: &str = "coupon.campaign.opened";
+pub const CAMPAIGN_SOLD_OUT_TYPE: &str = "coupon.campaign.sold-out";
+pub const CAMPAIGN_CLOSED_TYPE: &str = "coupon.campaign.closed";
 /// CloudEvents `source` of the events this pipeline publishes.
 pub const EVENT_SOURCE: &str = "/coupon-issuance";
 

@@ -41,6 +41,8 @@ pub struct Fixture {
     pub dead_letter_topic: String,
     /// The relay's `coupon.issued` topic.
     pub issued_topic: String,
+    /// The relay's campaign events topic.
+    pub events_topic: String,
     pub group: String,
     /// The Kafka bootstrap servers the topics live on.
     pub brokers: String,
@@ -78,6 +80,7 @@ impl Fixture {
             topic: format!("test.{id}.requested"),
             dead_letter_topic: format!("test.{id}.dlq"),
             issued_topic: format!("test.{id}.issued"),
+            events_topic: format!("test.{id}.events"),
             group: format!("test-{id}"),
             redis_prefix: format!("test:{id}:"),
             database_url,
@@ -85,16 +88,23 @@ impl Fixture {
             id,
             brokers: brokers.to_owned(),
         };
+        fixture.create_topics(partitions).await;
+        fixture
+    }
+
+    /// Creates this test's topics on its brokers (again, after a memory-only broker restarted):
+    /// `partitions` for the requested and issued topics, one for the others.
+    pub async fn create_topics(&self, partitions: i32) {
         create_topics(
-            brokers,
+            &self.brokers,
             &[
-                (&fixture.topic, partitions),
-                (&fixture.dead_letter_topic, 1),
-                (&fixture.issued_topic, partitions),
+                (&self.topic, partitions),
+                (&self.dead_letter_topic, 1),
+                (&self.issued_topic, partitions),
+                (&self.events_topic, 1),
             ],
         )
         .await;
-        fixture
     }
 
     /// A client of this test's database.
@@ -262,6 +272,7 @@ impl Drop for Fixture {
             self.topic.clone(),
             self.dead_letter_topic.clone(),
             self.issued_topic.clone(),
+            self.events_topic.clone(),
         ];
         let brokers = self.brokers.clone();
         // Drop runs inside the test's runtime, which cannot block: clean up on a thread of our own.

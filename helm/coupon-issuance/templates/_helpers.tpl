@@ -170,6 +170,7 @@ lifecycle:
 {{- define "coupon.commonConfig" -}}
 KAFKA_BROKERS: {{ required "kafka.brokers is required" .Values.kafka.brokers | quote }}
 TOPIC_ISSUANCE_REQUESTED: {{ .Values.kafka.topics.requested | quote }}
+CONSUMER_GROUP: {{ .Values.kafka.consumerGroup | quote }}
 SHUTDOWN_DELAY_MS: {{ mul .Values.shutdown.delaySeconds 1000 | quote }}
 SHUTDOWN_TIMEOUT_MS: {{ mul .Values.shutdown.timeoutSeconds 1000 | quote }}
 LOG_FORMAT: {{ .Values.logging.format | quote }}

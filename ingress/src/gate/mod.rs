@@ -108,6 +108,8 @@ pub struct Seed {
 pub struct Figures {
     pub remaining: i64,
     pub accepted: i64,
+    /// Admissions handed back because Kafka definitively did not take their event.
+    pub released: i64,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -278,15 +280,18 @@ impl Gate {
     pub async fn figures(&self, campaign: &CampaignId) -> Result<Option<Figures>, GateError> {
         let keys = Keys::new(&self.prefix, campaign);
         let mut conn = self.conn.clone();
-        let (remaining, accepted): (Option<i64>, Option<i64>) = redis::cmd("HMGET")
+        let ((remaining, accepted), released): ((Option<i64>, Option<i64>), i64) = redis::pipe()
+            .cmd("HMGET")
             .arg(&keys.meta)
             .arg("remaining")
             .arg("accepted")
+            .hlen(&keys.released)
             .query_async(&mut conn)
             .await?;
         Ok(remaining.map(|remaining| Figures {
             remaining,
             accepted: accepted.unwrap_or(0),
+            released,
         }))
     }
 

@@ -3,4 +3,4 @@
 UPDATE coupons
 SET status = 'redeemed', order_id = $3, redeemed_at = now()
 WHERE id = $1 AND user_id = $2 AND status = 'issued' AND expires_at > now()
-RETURNING id, campaign_id, code, status, order_id, issued_at, expires_at, redeemed_at
+RETURNING id, campaign_id, code, status, order_id, issued_at, expires_at, redeemed_at, cancelled_at

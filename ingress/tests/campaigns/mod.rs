@@ -1,6 +1,7 @@
 //! Operator changes to a campaign: stock added during a burst is issued exactly, and the rules
-//! of what may change when (stock and window only grow, the limit only before the start, a
-//! closed campaign stays closed and admits nobody).
+//! of what may change when (stock and window only grow; the limit, discount and validity only
+//! before the start; a closed or ended campaign stays so and admits nobody). The operator list
+//! and view, and public reads.
 
 use std::time::Duration;
 
@@ -141,14 +142,76 @@ async fn what_may_change_and_when() {
         .unwrap();
     assert_eq!(user_patch.status(), 403);
 
-    // An ended campaign reopens when its window is extended.
+    // The discount and the coupons' validity: before the start only.
+    let changed: Value = patch(
+        &stack,
+        &scheduled,
+        json!({"discount": {"kind": "percent", "value": 15}, "coupon_valid_days": 30}),
+    )
+    .await
+    .json()
+    .await
+    .unwrap();
+    assert_eq!(
+        (&changed["discount"], &changed["coupon_valid_days"]),
+        (&json!({"kind": "percent", "value": 15}), &json!(30))
+    );
+    for (body, status) in [
+        (json!({"discount": {"kind": "percent", "value": 150}}), 400),
+        (json!({"coupon_valid_days": 0}), 400),
+    ] {
+        assert_eq!(
+            patch(&stack, &scheduled, body.clone()).await.status(),
+            status,
+            "{body}"
+        );
+    }
+    for body in [
+        json!({"discount": {"kind": "fixed", "value": 1}}),
+        json!({"coupon_valid_days": 8}),
+    ] {
+        assert_eq!(
+            patch(&stack, &open, body.clone()).await.status(),
+            409,
+            "{body}"
+        );
+    }
+    // Unchanged values are no change: allowed while open.
+    assert_eq!(
+        patch(
+            &stack,
+            &open,
+            json!({"per_user_limit": 1, "coupon_valid_days": 7})
+        )
+        .await
+        .status(),
+        200
+    );
+
+    // Closing through PATCH: alone only.
+    let patched = stack.open_campaign(5, 1).await;
+    assert_eq!(
+        patch(&stack, &patched, json!({"closed": true, "total_stock": 9}))
+            .await
+            .status(),
+        400
+    );
+    let closed: Value = patch(&stack, &patched, json!({"closed": true}))
+        .await
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(closed["status"], "closed");
+    assert_eq!(stack.request(&patched, "after").await.status(), 403);
+
+    // An ended campaign stays ended: its `closed` event is out.
     let ended = stack
         .campaign_with_window(5, 1, now - 2 * hour, now - hour)
         .await;
     assert_eq!(stack.request(&ended, "late").await.status(), 403);
     let extended = patch(&stack, &ended, json!({"ends_at": at(now + hour)})).await;
-    assert_eq!(extended.status(), 200);
-    assert_eq!(stack.request(&ended, "late").await.status(), 202);
+    assert_eq!(extended.status(), 409);
+    assert_eq!(stack.request(&ended, "late").await.status(), 403);
 
     // Closed early: nobody is admitted, nothing changes it, closing again is harmless.
     assert_eq!(stack.request(&open, "first").await.status(), 202);
@@ -234,4 +297,165 @@ async fn public_campaign_reads_are_cached_figures() {
             .status(),
         400
     );
+}
+
+async fn admin_get(stack: &Stack, path: &str, token: &str) -> reqwest::Response {
+    stack
+        .http
+        .get(format!("{}{path}", stack.base))
+        .bearer_auth(token)
+        .send()
+        .await
+        .unwrap()
+}
+
+/// Every id of the list `path` (with its own query), following `next_cursor` page by page.
+async fn all_pages(stack: &Stack, path: &str) -> (Vec<String>, usize) {
+    let mut ids = Vec::new();
+    let mut pages = 0;
+    let mut cursor: Option<String> = None;
+    loop {
+        let page_path = match &cursor {
+            Some(c) => format!("{path}&cursor={c}"),
+            None => path.to_owned(),
+        };
+        let response = admin_get(stack, &page_path, &stack.admin_token()).await;
+        assert_eq!(response.status(), 200, "{page_path}");
+        let page: Value = response.json().await.unwrap();
+        pages += 1;
+        ids.extend(
+            page["items"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .map(|c| c["id"].as_str().unwrap().to_owned()),
+        );
+        match page["next_cursor"].as_str() {
+            Some(next) => cursor = Some(next.to_owned()),
+            None => return (ids, pages),
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn operators_list_campaigns_by_status_newest_first_in_pages() {
+    let stack = Stack::ingress_only().await;
+    let now = OffsetDateTime::now_utc();
+    let hour = Duration::from_secs(3600);
+    let mut open = Vec::new();
+    for _ in 0..3 {
+        open.push(stack.open_campaign(5, 1).await);
+    }
+    let scheduled = stack
+        .campaign_with_window(5, 1, now + hour, now + 2 * hour)
+        .await;
+    let ended = stack
+        .campaign_with_window(5, 1, now - 2 * hour, now - hour)
+        .await;
+    let closed = stack.open_campaign(5, 1).await;
+    assert_eq!(close(&stack, &closed).await.status(), 200);
+
+    let newest_first = |mut ids: Vec<String>| {
+        ids.reverse();
+        ids
+    };
+    let (listed, pages) = all_pages(&stack, "/v1/admin/campaigns?status=open&limit=2").await;
+    assert_eq!((listed, pages), (newest_first(open.clone()), 2));
+    for (status, expected) in [
+        ("scheduled", &scheduled),
+        ("ended", &ended),
+        ("closed", &closed),
+    ] {
+        let (listed, _) = all_pages(&stack, &format!("/v1/admin/campaigns?status={status}")).await;
+        assert_eq!(listed, vec![expected.clone()], "{status}");
+    }
+    let mut everything = open.clone();
+    everything.extend([scheduled, ended, closed]);
+    let (listed, pages) = all_pages(&stack, "/v1/admin/campaigns?limit=3").await;
+    assert_eq!((listed, pages), (newest_first(everything), 2));
+
+    // Items carry the operator view's figures.
+    let page: Value = admin_get(&stack, "/v1/admin/campaigns?limit=1", &stack.admin_token())
+        .await
+        .json()
+        .await
+        .unwrap();
+    let item = &page["items"][0];
+    assert_eq!(
+        (
+            &item["total_stock"],
+            &item["remaining"],
+            &item["issued"],
+            &item["rejected"]
+        ),
+        (&json!(5), &json!(5), &json!(0), &json!(0))
+    );
+
+    for bad in ["?status=done", "?limit=0", "?limit=x", "?cursor=nope"] {
+        let response = admin_get(
+            &stack,
+            &format!("/v1/admin/campaigns{bad}"),
+            &stack.admin_token(),
+        )
+        .await;
+        assert_eq!(response.status(), 400, "{bad}");
+    }
+    let user = admin_get(
+        &stack,
+        "/v1/admin/campaigns",
+        &testkit::token("u", None, 600),
+    )
+    .await;
+    assert_eq!(user.status(), 403);
+    let anonymous = stack
+        .http
+        .get(format!("{}/v1/admin/campaigns", stack.base))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(anonymous.status(), 401);
+}
+
+/// The operator view follows the pipeline: the group's lag grows while no consumer runs and
+/// falls to zero once one has persisted everything; released and rejected start at zero.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_operator_view_shows_the_consumer_lag() {
+    let stack = Stack::ingress_only().await;
+    let campaign = stack.open_campaign(10, 1).await;
+    for n in 0..4 {
+        assert_eq!(
+            stack.request(&campaign, &format!("lag-{n}")).await.status(),
+            202
+        );
+    }
+    let lagging = testkit::eventually(Duration::from_secs(10), "a lag of 4", || async {
+        let view = stack.admin_campaign(&campaign).await;
+        (view["consumer_lag"] == 4).then_some(view)
+    })
+    .await;
+    assert_eq!(
+        (
+            &lagging["accepted"],
+            &lagging["issued"],
+            &lagging["released"],
+            &lagging["rejected"]
+        ),
+        (&json!(4), &json!(0), &json!(0), &json!(0))
+    );
+
+    let persister = consumer::Persister::build(crate::support::consumer_config(&stack.fixture))
+        .expect("consumer starts");
+    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+    let running = tokio::spawn(persister.run(async {
+        let _ = stopped.await;
+    }));
+    stack.wait_for_coupons(&campaign, 4).await;
+    let caught_up = testkit::eventually(Duration::from_secs(20), "no lag", || async {
+        let view = stack.admin_campaign(&campaign).await;
+        (view["consumer_lag"] == 0).then_some(view)
+    })
+    .await;
+    assert_eq!(caught_up["issued"], 4);
+    let _ = stop.send(());
+    let _ = tokio::time::timeout(Duration::from_secs(30), running).await;
 }

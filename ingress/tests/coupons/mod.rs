@@ -1,5 +1,6 @@
-//! The user's coupons: listing newest first with pagination and owner-only visibility, and
-//! redemption (once, idempotent per order, concurrent orders: exactly one wins, expired: 410).
+//! The user's coupons: listing newest first with pagination and owner-only visibility,
+//! redemption (once, idempotent per order, concurrent orders: exactly one wins, expired: 410),
+//! the refund that hands a redeemed coupon back, and an operator's cancellation.
 
 use std::collections::HashSet;
 
@@ -29,6 +30,33 @@ async fn redeem(stack: &Stack, user: &str, coupon: &str, body: Value) -> reqwest
         .send()
         .await
         .unwrap()
+}
+
+async fn refund(stack: &Stack, user: &str, coupon: &str, order: &str) -> reqwest::Response {
+    stack
+        .http
+        .post(format!("{}/v1/coupons/{coupon}/refund", stack.base))
+        .bearer_auth(token(user, None, 600))
+        .json(&json!({"order_id": order}))
+        .send()
+        .await
+        .unwrap()
+}
+
+async fn cancel(stack: &Stack, bearer: &str, coupon: &str) -> reqwest::Response {
+    stack
+        .http
+        .post(format!("{}/v1/admin/coupons/{coupon}/cancel", stack.base))
+        .bearer_auth(bearer)
+        .send()
+        .await
+        .unwrap()
+}
+
+async fn problem_type(response: reqwest::Response) -> (u16, String) {
+    let status = response.status().as_u16();
+    let body: Value = response.json().await.unwrap();
+    (status, body["type"].as_str().unwrap_or_default().to_owned())
 }
 
 /// Three coupons for one user, from two campaigns.
@@ -175,4 +203,125 @@ async fn a_coupon_is_redeemed_once_per_order() {
         .unwrap()
         .get(0);
     assert_eq!(redeemed, 2);
+}
+
+/// A refunded order hands its coupon back (redeemed -> issued, redeemable again); an operator's
+/// cancellation is final and returns no stock; both are idempotent and owner/role checked.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn refunds_return_the_coupon_and_cancellation_is_final() {
+    let stack = Stack::pipeline().await;
+    let (first, _) = three_coupons(&stack, "rita").await;
+    let page = my_coupons(&stack, "rita", "").await;
+    let coupons: Vec<String> = page["items"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|c| c["coupon_id"].as_str().unwrap().to_owned())
+        .collect();
+    let (kept, voided, spent) = (&coupons[0], &coupons[1], &coupons[2]);
+
+    // Refund: only the order that redeemed it, once; the same refund again is the same answer.
+    assert_eq!(
+        problem_type(refund(&stack, "rita", kept, "order-1").await).await,
+        (409, "/problems/not-redeemed-by-order".to_owned()),
+        "nothing to refund yet"
+    );
+    assert_eq!(
+        redeem(&stack, "rita", kept, json!({"order_id": "order-1"}))
+            .await
+            .status(),
+        200
+    );
+    assert_eq!(
+        problem_type(refund(&stack, "rita", kept, "order-9").await).await,
+        (409, "/problems/not-redeemed-by-order".to_owned())
+    );
+    assert_eq!(
+        refund(&stack, "mallory", kept, "order-1").await.status(),
+        404
+    );
+    let refunded = refund(&stack, "rita", kept, "order-1").await;
+    assert_eq!(refunded.status(), 200);
+    let refunded: Value = refunded.json().await.unwrap();
+    assert_eq!(refunded["status"], "issued");
+    assert!(refunded.get("order_id").is_none(), "{refunded}");
+    let again: Value = refund(&stack, "rita", kept, "order-1")
+        .await
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(again["status"], "issued", "idempotent");
+    // Back in the user's hands: another order may redeem it.
+    assert_eq!(
+        redeem(&stack, "rita", kept, json!({"order_id": "order-2"}))
+            .await
+            .status(),
+        200
+    );
+
+    // Cancellation: operators only; final; a redeemed coupon must be refunded first.
+    let user_token = token("rita", None, 600);
+    assert_eq!(cancel(&stack, &user_token, voided).await.status(), 403);
+    let cancelled = cancel(&stack, &stack.admin_token(), voided).await;
+    assert_eq!(cancelled.status(), 200);
+    let cancelled: Value = cancelled.json().await.unwrap();
+    assert_eq!(cancelled["status"], "cancelled");
+    assert!(cancelled["cancelled_at"].is_string());
+    let again: Value = cancel(&stack, &stack.admin_token(), voided)
+        .await
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(
+        again["cancelled_at"], cancelled["cancelled_at"],
+        "idempotent"
+    );
+    assert_eq!(
+        problem_type(redeem(&stack, "rita", voided, json!({"order_id": "o"})).await).await,
+        (409, "/problems/coupon-cancelled".to_owned())
+    );
+    assert_eq!(
+        problem_type(refund(&stack, "rita", voided, "o").await).await,
+        (409, "/problems/coupon-cancelled".to_owned())
+    );
+    assert_eq!(
+        redeem(&stack, "rita", spent, json!({"order_id": "order-3"}))
+            .await
+            .status(),
+        200
+    );
+    assert_eq!(
+        problem_type(cancel(&stack, &stack.admin_token(), spent).await).await,
+        (409, "/problems/coupon-redeemed".to_owned())
+    );
+    let unknown = uuid::Uuid::now_v7().to_string();
+    assert_eq!(
+        cancel(&stack, &stack.admin_token(), &unknown)
+            .await
+            .status(),
+        404
+    );
+    assert_eq!(
+        cancel(&stack, &stack.admin_token(), "nope").await.status(),
+        400
+    );
+
+    // No stock came back: the campaign still counts every coupon issued, and the gate has
+    // exactly what it had.
+    let statuses: Vec<Value> = my_coupons(&stack, "rita", "").await["items"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|c| c["status"].clone())
+        .collect();
+    assert_eq!(
+        statuses.iter().filter(|s| **s == "cancelled").count(),
+        1,
+        "{statuses:?}"
+    );
+    let view = stack.admin_campaign(&first).await;
+    assert_eq!(
+        (&view["issued"], &view["remaining"]),
+        (&json!(2), &json!(8))
+    );
 }

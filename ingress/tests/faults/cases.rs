@@ -175,6 +175,20 @@ async fn redis_restarted_empty_never_oversells() {
         report.rejected > 0,
         "the forgotten second wave was admitted again and refused"
     );
+    let view: Value = world
+        .http
+        .get(format!("{}/v1/admin/campaigns/{campaign}", world.base()))
+        .bearer_auth(testkit::token("operator", Some("admin"), 600))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(
+        view["rejected"], report.rejected,
+        "the operator view counts them"
+    );
     // A refused issuance tells its user why.
     let refused: String = db
         .query_one(
@@ -355,15 +369,7 @@ async fn broker_stopped_at_admission_answers_503_and_settles_when_back() {
     );
     answers.extend(refused);
     world.broker.start_again().await;
-    testkit::create_topics(
-        &world.broker.brokers(),
-        &[
-            (&world.fixture.topic, 3),
-            (&world.fixture.dead_letter_topic, 1),
-            (&world.fixture.issued_topic, 3),
-        ],
-    )
-    .await;
+    world.fixture.create_topics(3).await;
     answers.extend(
         world
             .burst(&campaign, users("b", 150..250), 16, progress)

@@ -126,6 +126,7 @@ impl World {
             .env("REDIS_TIMEOUT_MS", "1000")
             .env("KAFKA_BROKERS", self.broker.brokers())
             .env("TOPIC_ISSUANCE_REQUESTED", &self.fixture.topic)
+            .env("CONSUMER_GROUP", &self.fixture.group)
             .env("KAFKA_MESSAGE_TIMEOUT_MS", MESSAGE_TIMEOUT_MS.to_string())
             .env("JOURNAL_GRACE_MS", "500")
             .env("SWEEP_INTERVAL_MS", "200")
@@ -174,6 +175,7 @@ impl World {
                 },
             )
             .env("TOPIC_COUPON_ISSUED", &self.fixture.issued_topic)
+            .env("TOPIC_CAMPAIGN_EVENTS", &self.fixture.events_topic)
             .env("KAFKA_STATISTICS_INTERVAL_MS", "1000")
             .envs(self.env.iter().map(|(k, v)| (k, v)))
             .env("KAFKA_SESSION_TIMEOUT_MS", "6000")
@@ -201,11 +203,25 @@ impl World {
 
     pub async fn open_campaign(&self, stock: u32) -> CampaignId {
         let now = OffsetDateTime::now_utc();
+        self.campaign_with_window(
+            stock,
+            now - Duration::from_secs(60),
+            now + Duration::from_secs(3600),
+        )
+        .await
+    }
+
+    pub async fn campaign_with_window(
+        &self,
+        stock: u32,
+        starts_at: OffsetDateTime,
+        ends_at: OffsetDateTime,
+    ) -> CampaignId {
         let body = json!({
             "name": self.name,
             "total_stock": stock,
-            "starts_at": (now - Duration::from_secs(60)).format(&Rfc3339).unwrap(),
-            "ends_at": (now + Duration::from_secs(3600)).format(&Rfc3339).unwrap(),
+            "starts_at": starts_at.format(&Rfc3339).unwrap(),
+            "ends_at": ends_at.format(&Rfc3339).unwrap(),
             "discount": {"kind": "percent", "value": 5},
             "coupon_valid_days": 7,
         });
