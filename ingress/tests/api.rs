@@ -6,6 +6,7 @@ mod campaigns;
 mod coupons;
 mod faults;
 mod loadtest;
+mod openapi;
 mod operations;
 mod outbox;
 mod security;
