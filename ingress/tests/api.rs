@@ -7,6 +7,7 @@ mod coupons;
 mod events;
 mod faults;
 mod loadtest;
+mod openapi;
 mod operations;
 mod outbox;
 mod security;
