@@ -161,7 +161,7 @@ async fn public_campaigns(api: Api<'_>, campaigns: &Campaigns) {
     api.get("/v1/campaigns/not-a-uuid").expect(400).await;
 }
 
-/// `GET /v1/me/coupons` and `POST /v1/coupons/{id}/redeem`.
+/// `GET /v1/me/coupons`, `POST /v1/coupons/{id}/redeem` and `POST /v1/coupons/{id}/refund`.
 async fn coupons(api: Api<'_>, campaigns: &Campaigns) {
     // Amy holds two coupons (so her list has a second page), Ben one.
     let spare = format!("/v1/campaigns/{}/issuances", campaigns.spare);
@@ -226,6 +226,47 @@ async fn coupons(api: Api<'_>, campaigns: &Campaigns) {
         .user("amy")
         .body("text/plain", order("order-3").to_string())
         .expect(415)
+        .await;
+
+    // The order is refunded: the coupon is Amy's again, and another order redeems it.
+    let refund = format!("/v1/coupons/{coupon}/refund");
+    api.post(&refund)
+        .user("amy")
+        .json(&order("order-2"))
+        .expect(409)
+        .await;
+    let returned = api
+        .post(&refund)
+        .user("amy")
+        .json(&order("order-1"))
+        .expect(200)
+        .await;
+    assert_eq!(returned.body["status"], "issued");
+    api.post(&refund)
+        .user("mallory")
+        .json(&order("order-1"))
+        .expect(404)
+        .await;
+    api.post("/v1/coupons/not-a-uuid/refund")
+        .user("amy")
+        .json(&order("order-1"))
+        .expect(400)
+        .await;
+    api.post(&refund).json(&order("order-1")).expect(401).await;
+    api.post(&refund)
+        .user("amy")
+        .body("application/json", "x".repeat(5_000))
+        .expect(413)
+        .await;
+    api.post(&refund)
+        .user("amy")
+        .body("text/plain", order("order-1").to_string())
+        .expect(415)
+        .await;
+    api.post(&redeem)
+        .user("amy")
+        .json(&order("order-5"))
+        .expect(200)
         .await;
 
     // Ben's coupon past its validity: listed as expired, and too late to redeem.
@@ -304,6 +345,62 @@ async fn operators(api: Api<'_>, campaigns: &Campaigns) {
         .admin()
         .body("text/plain", grow.to_string())
         .expect(415)
+        .await;
+
+    let first = api
+        .get("/v1/admin/campaigns?limit=2")
+        .admin()
+        .expect(200)
+        .await;
+    let cursor = first.text("next_cursor");
+    let rest = api
+        .get(&format!("/v1/admin/campaigns?limit=2&cursor={cursor}"))
+        .admin()
+        .expect(200)
+        .await;
+    assert_eq!(rest.body["items"].as_array().unwrap().len(), 1);
+    let open = api
+        .get("/v1/admin/campaigns?status=open")
+        .admin()
+        .expect(200)
+        .await;
+    assert_eq!(open.body["items"].as_array().unwrap().len(), 2);
+    api.get("/v1/admin/campaigns?status=done")
+        .admin()
+        .expect(400)
+        .await;
+    api.get("/v1/admin/campaigns").user("amy").expect(403).await;
+    api.get("/v1/admin/campaigns").expect(401).await;
+
+    // Amy's coupons: one redeemed, one not.
+    let db = api.stack.fixture.db().await;
+    let amys: Vec<(Uuid, String)> = db
+        .query(
+            "SELECT id, status FROM coupons WHERE user_id = 'amy' ORDER BY status",
+            &[],
+        )
+        .await
+        .unwrap()
+        .iter()
+        .map(|row| (row.get(0), row.get(1)))
+        .collect();
+    let of = |status: &str| amys.iter().find(|(_, s)| s == status).unwrap().0;
+    let cancel = format!("/v1/admin/coupons/{}/cancel", of("issued"));
+    let cancelled = api.post(&cancel).admin().expect(200).await;
+    assert_eq!(cancelled.body["status"], "cancelled");
+    api.post(&cancel).user("amy").expect(403).await;
+    api.post(&cancel).expect(401).await;
+    api.post(&format!("/v1/admin/coupons/{}/cancel", of("redeemed")))
+        .admin()
+        .expect(409)
+        .await;
+    api.post("/v1/admin/coupons/not-a-uuid/cancel")
+        .admin()
+        .expect(400)
+        .await;
+    api.post(&format!("/v1/admin/coupons/{}/cancel", Uuid::now_v7()))
+        .admin()
+        .expect(404)
         .await;
 
     let close = format!("/v1/admin/campaigns/{}/close", campaigns.later);
