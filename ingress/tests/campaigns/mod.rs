@@ -428,7 +428,7 @@ async fn the_operator_view_shows_the_consumer_lag() {
             202
         );
     }
-    let lagging = testkit::eventually(Duration::from_secs(10), "a lag of 4", || async {
+    let lagging = testkit::eventually(Duration::from_secs(20), "a lag of 4", || async {
         let view = stack.admin_campaign(&campaign).await;
         (view["consumer_lag"] == 4).then_some(view)
     })
