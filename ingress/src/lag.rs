@@ -51,9 +51,17 @@ impl Lag {
         }
         let client = self.client.clone();
         let topic = self.topic.clone();
-        let read = tokio::task::spawn_blocking(move || read(&client, &topic))
-            .await
-            .unwrap_or(Err(rdkafka::error::KafkaError::Canceled));
+        // Each broker call has its own timeout; the whole read is bounded too, so a slow broker
+        // costs the operator view one figure, not the request. A read past the bound finishes
+        // on its blocking thread and is dropped.
+        let read = tokio::time::timeout(
+            TIMEOUT,
+            tokio::task::spawn_blocking(move || read(&client, &topic)),
+        )
+        .await
+        .map_err(|_elapsed| "no answer in time".to_owned())
+        .and_then(|joined| joined.map_err(|e| e.to_string()))
+        .and_then(|read| read.map_err(|e| e.to_string()));
         let value = match read {
             Ok(lag) => {
                 state.failing = false;
