@@ -110,20 +110,13 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// One dead-lettered record: where it came from, why, and its original contents.
-struct DeadRecord {
-    offset: i64,
-    reason: String,
-    source: Option<String>,
-    key: Option<Vec<u8>>,
-    payload: Vec<u8>,
-    headers: Vec<(String, Vec<u8>)>,
-}
-
 async fn records(brokers: &str, topic: &str, replay: bool) -> anyhow::Result<()> {
     let read = {
         let (brokers, topic) = (brokers.to_owned(), topic.to_owned());
-        tokio::task::spawn_blocking(move || read_all(&brokers, &topic)).await??
+        tokio::task::spawn_blocking(move || {
+            crate::topic::read_all(&brokers, &topic, "couponctl-dead-letters")
+        })
+        .await??
     };
     println!("offset\treason\tsource\tkey");
     for record in &read {
@@ -135,8 +128,8 @@ async fn records(brokers: &str, topic: &str, replay: bool) -> anyhow::Result<()>
         println!(
             "{}\t{}\t{}\t{key}",
             record.offset,
-            record.reason,
-            record.source.as_deref().unwrap_or("?")
+            record.header("dlq-reason").unwrap_or_default(),
+            record.header("dlq-source-topic").as_deref().unwrap_or("?")
         );
     }
     eprintln!("{} dead-lettered record(s)", read.len());
@@ -150,7 +143,7 @@ async fn records(brokers: &str, topic: &str, replay: bool) -> anyhow::Result<()>
         .create()?;
     let mut replayed = 0;
     for record in &read {
-        let Some(source) = &record.source else {
+        let Some(source) = record.header("dlq-source-topic") else {
             eprintln!(
                 "offset {}: no dlq-source-topic header; skipped",
                 record.offset
@@ -168,7 +161,7 @@ async fn records(brokers: &str, topic: &str, replay: bool) -> anyhow::Result<()>
                 value: Some(value.as_slice()),
             });
         }
-        let mut out = rdkafka::producer::FutureRecord::<[u8], [u8]>::to(source)
+        let mut out = rdkafka::producer::FutureRecord::<[u8], [u8]>::to(&source)
             .payload(&record.payload)
             .headers(headers);
         if let Some(key) = &record.key {
@@ -183,80 +176,4 @@ async fn records(brokers: &str, topic: &str, replay: bool) -> anyhow::Result<()>
     }
     println!("replayed {replayed} record(s)");
     Ok(())
-}
-
-/// Every record of `topic` up to its current end.
-fn read_all(brokers: &str, topic: &str) -> anyhow::Result<Vec<DeadRecord>> {
-    use rdkafka::consumer::{BaseConsumer, Consumer as _};
-    use rdkafka::message::{Headers as _, Message as _};
-    let timeout = std::time::Duration::from_secs(10);
-    let consumer: BaseConsumer = rdkafka::ClientConfig::new()
-        .set("bootstrap.servers", brokers)
-        .set("group.id", "couponctl-dead-letters")
-        .set("enable.auto.commit", "false")
-        .create()?;
-    let metadata = consumer.fetch_metadata(Some(topic), timeout)?;
-    let Some(described) = metadata.topics().first() else {
-        bail!("no topic {topic}");
-    };
-    let mut assignment = rdkafka::TopicPartitionList::new();
-    let mut ends = std::collections::HashMap::new();
-    for partition in described.partitions() {
-        let (low, high) = consumer.fetch_watermarks(topic, partition.id(), timeout)?;
-        if high > low {
-            assignment.add_partition_offset(topic, partition.id(), rdkafka::Offset::Offset(low))?;
-            ends.insert(partition.id(), high);
-        }
-    }
-    let mut records = Vec::new();
-    if ends.is_empty() {
-        return Ok(records);
-    }
-    consumer.assign(&assignment)?;
-    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
-    // Past the watermarks, read on until the topic is quiet for a moment: some brokers report a
-    // high watermark that trails their last write.
-    let mut quiet_since: Option<std::time::Instant> = None;
-    while std::time::Instant::now() < deadline {
-        if ends.is_empty()
-            && quiet_since.is_some_and(|at| at.elapsed() >= std::time::Duration::from_millis(500))
-        {
-            break;
-        }
-        let Some(message) = consumer.poll(std::time::Duration::from_millis(100)) else {
-            quiet_since.get_or_insert_with(std::time::Instant::now);
-            continue;
-        };
-        quiet_since = None;
-        let message = message?;
-        let headers: Vec<(String, Vec<u8>)> = message
-            .headers()
-            .map(|h| {
-                h.iter()
-                    .map(|h| (h.key.to_owned(), h.value.unwrap_or_default().to_vec()))
-                    .collect()
-            })
-            .unwrap_or_default();
-        let header = |name: &str| {
-            headers
-                .iter()
-                .find(|(n, _)| n == name)
-                .map(|(_, v)| String::from_utf8_lossy(v).into_owned())
-        };
-        records.push(DeadRecord {
-            offset: message.offset(),
-            reason: header("dlq-reason").unwrap_or_default(),
-            source: header("dlq-source-topic"),
-            key: message.key().map(<[u8]>::to_vec),
-            payload: message.payload().unwrap_or_default().to_vec(),
-            headers: headers.clone(),
-        });
-        if ends
-            .get(&message.partition())
-            .is_some_and(|end| message.offset() + 1 >= *end)
-        {
-            ends.remove(&message.partition());
-        }
-    }
-    Ok(records)
 }

@@ -1,6 +1,6 @@
 //! `couponctl demo`: the main job's burst. Creates a campaign through the operator API, sends
 //! one request per distinct user (plus some repeats) with bounded concurrency, waits until the
-//! ledger caught up, and prints what happened.
+//! ledger caught up, and prints what happened, down to the campaign's lifecycle events.
 
 use std::time::{Duration, Instant};
 
@@ -28,6 +28,11 @@ pub struct Args {
     /// Requests in flight at once.
     #[arg(long, default_value_t = 64)]
     concurrency: usize,
+    /// Kafka, to show the campaign's lifecycle events.
+    #[arg(long, env = "KAFKA_BROKERS", default_value = "127.0.0.1:9092")]
+    kafka_brokers: String,
+    #[arg(long, env = "TOPIC_CAMPAIGN_EVENTS", default_value = schema::topics::CAMPAIGN_EVENTS)]
+    topic_campaign_events: String,
 }
 
 struct Answer {
@@ -110,7 +115,7 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
     let pct = |p: f64| latencies[((latencies.len() - 1) as f64 * p) as usize];
 
     let drain_started = Instant::now();
-    let issued = loop {
+    let (issued, view) = loop {
         let view: serde_json::Value = http
             .get(format!("{}/v1/admin/campaigns/{id}", args.base_url))
             .bearer_auth(&admin)
@@ -121,7 +126,7 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
             .await?;
         let issued = view["issued"].as_u64().unwrap_or(0) as usize;
         if issued >= accepted || drain_started.elapsed() > Duration::from_secs(60) {
-            break issued;
+            break (issued, view);
         }
         tokio::time::sleep(Duration::from_millis(100)).await;
     };
@@ -147,11 +152,94 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
         ms(pct(1.0))
     );
 
+    // The group commits its offsets every few seconds after the rows are in: wait for it.
+    let mut view = view;
+    let committed = Instant::now();
+    while view["consumer_lag"] != 0 && committed.elapsed() < Duration::from_secs(15) {
+        tokio::time::sleep(Duration::from_millis(500)).await;
+        view = http
+            .get(format!("{}/v1/admin/campaigns/{id}", args.base_url))
+            .bearer_auth(&admin)
+            .send()
+            .await?
+            .error_for_status()?
+            .json()
+            .await?;
+    }
+    println!(
+        "pipeline    consumer lag {} ({:.1} s later, committed offsets), released {}, rejected {}",
+        view["consumer_lag"],
+        committed.elapsed().as_secs_f64(),
+        view["released"],
+        view["rejected"]
+    );
+    let sold_out = issued >= args.stock as usize;
+    let events = campaign_events(&args, &id, sold_out).await?;
+    println!(
+        "events      {} on {}",
+        if events.is_empty() {
+            "none".to_owned()
+        } else {
+            events.join(", ")
+        },
+        args.topic_campaign_events
+    );
+
     let expected = args.stock.min(args.users) as usize;
     if accepted != expected || issued != accepted || other != 0 {
         bail!("expected {expected} accepted and persisted with no errors");
     }
+    if sold_out
+        && !["opened", "sold-out"]
+            .iter()
+            .all(|k| events.iter().any(|e| e == k))
+    {
+        bail!("expected the campaign's opened and sold-out events");
+    }
     Ok(())
+}
+
+/// The kinds of this campaign's lifecycle events on the topic, waiting up to 15 s for
+/// `sold-out` when the campaign sold out (the relay publishes it after the last batch).
+async fn campaign_events(
+    args: &Args,
+    campaign: &str,
+    sold_out: bool,
+) -> anyhow::Result<Vec<String>> {
+    use prost::Message as _;
+    use schema::proto::campaign_event::Kind;
+    let started = Instant::now();
+    loop {
+        let (brokers, topic) = (
+            args.kafka_brokers.clone(),
+            args.topic_campaign_events.clone(),
+        );
+        let records = tokio::task::spawn_blocking(move || {
+            crate::topic::read_all(&brokers, &topic, "couponctl-demo")
+        })
+        .await??;
+        let mut kinds = Vec::new();
+        for record in records
+            .iter()
+            .filter(|r| r.key.as_deref() == Some(campaign.as_bytes()))
+        {
+            let event = schema::proto::CampaignEvent::decode(record.payload.as_slice())?;
+            let kind = match Kind::try_from(event.kind) {
+                Ok(Kind::Opened) => "opened",
+                Ok(Kind::SoldOut) => "sold-out",
+                Ok(Kind::Closed) => "closed",
+                _ => "unknown",
+            };
+            if !kinds.contains(&kind.to_owned()) {
+                kinds.push(kind.to_owned());
+            }
+        }
+        let complete = !sold_out || kinds.iter().any(|k| k == "sold-out");
+        if complete || started.elapsed() > Duration::from_secs(15) {
+            return Ok(kinds);
+        }
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
 }
 
 fn ms(d: Duration) -> f64 {

@@ -7,6 +7,7 @@ mod demo;
 mod load;
 mod migrate;
 mod tokens;
+mod topic;
 mod topics;
 mod verify;
 

@@ -525,3 +525,40 @@ async fn one_trace_spans_http_kafka_and_the_ledger() {
     let entry: Value = serde_json::from_str(line).unwrap();
     assert_eq!(entry["span"]["trace_id"], trace_id, "{line}");
 }
+
+/// The main job's burst (`couponctl demo`, what `dev/demo` runs) against the pipeline: exactly
+/// the stock accepted and persisted, and the campaign's events shown; it exits 0 only then.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_demo_burst_reports_a_clean_drop() {
+    let stack = crate::support::Stack::pipeline().await;
+    let bin = crate::support::procs::workspace_bin("couponctl");
+    let fixture = &stack.fixture;
+    let base = stack.base.clone();
+    let (brokers, events) = (fixture.brokers.clone(), fixture.events_topic.clone());
+    let output = tokio::task::spawn_blocking(move || {
+        std::process::Command::new(bin)
+            .args(["demo", "--stock", "60", "--users", "200", "--repeats", "20"])
+            .args(["--concurrency", "16", "--base-url", &base])
+            .env("JWT_HS256_SECRET", testkit::HS256_SECRET)
+            .env("KAFKA_BROKERS", brokers)
+            .env("TOPIC_CAMPAIGN_EVENTS", events)
+            .output()
+            .unwrap()
+    })
+    .await
+    .unwrap();
+    let stdout = String::from_utf8_lossy(&output.stdout).into_owned();
+    assert!(
+        output.status.success(),
+        "{stdout}\n{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    for line in [
+        "accepted    60\n",
+        "other       0\n",
+        "persisted   60 rows",
+        "events      opened, sold-out on ",
+    ] {
+        assert!(stdout.contains(line), "{line:?} in:\n{stdout}");
+    }
+}
