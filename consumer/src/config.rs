@@ -40,8 +40,8 @@ pub struct Config {
     #[arg(long, env = "OUTBOX_POLL_MS", default_value_t = 100)]
     pub outbox_poll_ms: u64,
 
-    /// Webhook notified of every issued coupon (plain `http://` URLs; no TLS is built in, so
-    /// reach HTTPS receivers through a sidecar or egress proxy). Unset: no notifications.
+    /// Webhook notified of every issued coupon (`https://`, or `http://` inside a trusted
+    /// network). Unset: no notifications.
     #[arg(long, env = "WEBHOOK_URL")]
     pub webhook_url: Option<String>,
 
@@ -134,8 +134,8 @@ impl service::Validate for Config {
             problems.push("OUTBOX_POLL_MS must be between 10 and 60000".to_owned());
         }
         if let Some(url) = &self.webhook_url {
-            if !url.starts_with("http://") {
-                problems.push("WEBHOOK_URL must be an http:// URL".to_owned());
+            if !(url.starts_with("https://") || url.starts_with("http://")) {
+                problems.push("WEBHOOK_URL must be an https:// or http:// URL".to_owned());
             }
             if self.webhook_secret.as_deref().is_none_or(|s| s.len() < 16) {
                 problems.push(

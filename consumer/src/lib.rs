@@ -58,6 +58,7 @@ pub struct Persister {
 
 impl Persister {
     pub fn build(config: Config) -> anyhow::Result<Self> {
+        service::tls::install();
         let metrics = Arc::new(Metrics::new());
         let context = Context {
             metrics: metrics.clone(),

@@ -60,6 +60,7 @@ struct TokenArgs {
 
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
+    service::tls::install();
     // Settings may come from NAME_FILE secret files and COUPON_CONFIG_FILE, as in the services.
     let matches = service::config::parse_matches(Cli::command(), std::env::args_os())
         .unwrap_or_else(|failure| service::config::exit(failure));

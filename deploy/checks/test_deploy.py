@@ -305,6 +305,24 @@ class ChartTest(Properties, unittest.TestCase):
         ingress = one(objects, "Deployment", "-ingress")
         self.assertIn("JWT_JWKS_FILE", env_of(pod_spec(ingress)["containers"][0]))
 
+    def test_keys_from_a_url(self):
+        _, objects = rendered("jwksurl")
+        ingress = pod_spec(one(objects, "Deployment", "-ingress"))
+        env = env_of(ingress["containers"][0])
+        self.assertEqual(env["JWT_JWKS_URL"], "https://idp.example.com/.well-known/jwks.json")
+        self.assertNotIn("JWT_JWKS_FILE", env)
+        self.assertNotIn("jwt", {v["name"] for v in ingress["volumes"]}, "no key Secret to mount")
+        egress = one(objects, "NetworkPolicy", "-egress")["spec"]["egress"]
+        self.assertIn({"port": 443, "protocol": "TCP"}, [p for rule in egress for p in rule.get("ports", [])])
+        for name, values in {
+            "jwksUrl mode without a URL": {"auth": {"mode": "jwksUrl", "existingSecret": ""}},
+            "jwksUrl over plain http": {"auth": {"mode": "jwksUrl", "jwksUrl": "http://idp.example.com/jwks"}},
+            "jwks mode without a Secret": {"auth": {"mode": "jwks", "existingSecret": ""}},
+        }.items():
+            with self.subTest(name):
+                with self.assertRaises(helm.HelmValuesError, msg=f"schema accepted: {name}"):
+                    chart().validate_schema(values)
+
     def test_scaling_bounds(self):
         _, defaults = rendered("defaults")
         self.assertNotIn("replicas", one(defaults, "Deployment", "-ingress")["spec"], "the HPA owns the count")

@@ -43,11 +43,13 @@ pub enum AuthError {
 pub enum KeyError {
     #[error("cannot read the JWKS file: {0}")]
     Read(#[from] std::io::Error),
-    #[error("the JWKS file is not a JSON Web Key Set: {0}")]
+    #[error("cannot fetch the JWKS: {0}")]
+    Fetch(String),
+    #[error("the JWKS is not a JSON Web Key Set: {0}")]
     Parse(#[from] serde_json::Error),
     #[error("JWKS key {index} is unusable: {reason}")]
     Key { index: usize, reason: String },
-    #[error("the JWKS file holds no RS256 or ES256 key")]
+    #[error("the JWKS holds no RS256 or ES256 key")]
     Empty,
 }
 
@@ -56,7 +58,7 @@ pub enum KeyError {
 /// and by one request at a time, so a flood of unknown key ids costs one read per interval.
 pub struct Keys {
     current: std::sync::RwLock<std::sync::Arc<Verifier>>,
-    jwks_file: Option<std::path::PathBuf>,
+    source: Option<Source>,
     expect: Expectations,
     last_refresh: tokio::sync::Mutex<Option<std::time::Instant>>,
     min_interval: std::time::Duration,
@@ -84,21 +86,34 @@ impl Keys {
         let verifier = Verifier::from_jwks_file(path, &expect)?;
         Ok(Keys::with(
             verifier,
-            Some(path.to_owned()),
+            Some(Source::File(path.to_owned())),
             expect,
             min_interval,
         ))
     }
 
+    /// Production mode: the keys the identity provider publishes at `url`, fetched now (the
+    /// ingress does not start without them), again on an unknown key id, and periodically so a
+    /// withdrawn key stops working.
+    pub async fn jwks_url(
+        url: &str,
+        expect: Expectations,
+        min_interval: std::time::Duration,
+    ) -> Result<Keys, KeyError> {
+        let source = Source::url(url)?;
+        let verifier = Verifier::from_jwks(&source.load().await?, &expect)?;
+        Ok(Keys::with(verifier, Some(source), expect, min_interval))
+    }
+
     fn with(
         verifier: Verifier,
-        jwks_file: Option<std::path::PathBuf>,
+        source: Option<Source>,
         expect: Expectations,
         min_interval: std::time::Duration,
     ) -> Keys {
         Keys {
             current: std::sync::RwLock::new(std::sync::Arc::new(verifier)),
-            jwks_file,
+            source,
             expect,
             last_refresh: tokio::sync::Mutex::new(None),
             min_interval,
@@ -118,9 +133,7 @@ impl Keys {
         let token = bearer(header)?;
         let verifier = self.current();
         match verifier.verify(token) {
-            Err(AuthError::KeyRejected)
-                if self.jwks_file.is_some() && !verifier.knows_kid(token) =>
-            {
+            Err(AuthError::KeyRejected) if self.source.is_some() && !verifier.knows_kid(token) => {
                 self.refresh().await;
                 self.current().verify(token)
             }
@@ -130,8 +143,8 @@ impl Keys {
 
     /// Re-reads the key set unless that happened within `min_interval`. One at a time: callers
     /// arriving meanwhile wait for it, then use whatever it loaded.
-    async fn refresh(&self) {
-        let Some(path) = &self.jwks_file else { return };
+    pub async fn refresh(&self) {
+        let Some(source) = &self.source else { return };
         let mut last = self.last_refresh.lock().await;
         if last.is_some_and(|at| at.elapsed() < self.min_interval) {
             return;
@@ -139,18 +152,13 @@ impl Keys {
         *last = Some(std::time::Instant::now());
         self.refreshes
             .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-        let read = {
-            let path = path.clone();
-            tokio::task::spawn_blocking(move || std::fs::read(path)).await
-        };
-        let loaded = match read {
-            Ok(Ok(document)) => Verifier::from_jwks(&document, &self.expect),
-            Ok(Err(e)) => Err(KeyError::Read(e)),
-            Err(_) => Err(KeyError::Empty),
+        let loaded = match source.load().await {
+            Ok(document) => Verifier::from_jwks(&document, &self.expect),
+            Err(e) => Err(e),
         };
         match loaded {
             Ok(verifier) => {
-                tracing::info!("JWKS re-read for an unknown key id");
+                tracing::info!("JWKS loaded again");
                 let mut current = match self.current.write() {
                     Ok(guard) => guard,
                     Err(poisoned) => poisoned.into_inner(),
@@ -158,10 +166,91 @@ impl Keys {
                 *current = std::sync::Arc::new(verifier);
             }
             Err(e) => {
-                tracing::warn!(error = %e, "re-reading the JWKS file failed; keeping the current keys")
+                tracing::warn!(error = %e, "loading the JWKS again failed; keeping the current keys")
             }
         }
     }
+
+    /// Whether the keys come from a URL (and so are loaded again periodically, see `App::build`).
+    pub fn from_url(&self) -> bool {
+        matches!(self.source, Some(Source::Url { .. }))
+    }
+}
+
+/// Where the key set comes from.
+enum Source {
+    File(std::path::PathBuf),
+    Url { url: String, http: reqwest::Client },
+}
+
+/// A key set larger than this is refused: real ones are a few kilobytes.
+const MAX_JWKS_BYTES: usize = 1 << 20;
+
+impl Source {
+    /// An `https://` URL, or `http://` to this host only (a local identity provider in tests).
+    fn url(url: &str) -> Result<Source, KeyError> {
+        if !jwks_url_is_allowed(url) {
+            return Err(KeyError::Fetch(
+                "JWT_JWKS_URL must be https:// (or http:// to localhost)".to_owned(),
+            ));
+        }
+        let http = reqwest::Client::builder()
+            .timeout(std::time::Duration::from_secs(5))
+            .redirect(reqwest::redirect::Policy::none())
+            .build()
+            .map_err(|e| KeyError::Fetch(e.to_string()))?;
+        Ok(Source::Url {
+            url: url.to_owned(),
+            http,
+        })
+    }
+
+    async fn load(&self) -> Result<Vec<u8>, KeyError> {
+        match self {
+            Source::File(path) => {
+                let path = path.clone();
+                tokio::task::spawn_blocking(move || std::fs::read(path))
+                    .await
+                    .map_err(|_| KeyError::Empty)?
+                    .map_err(KeyError::Read)
+            }
+            Source::Url { url, http } => {
+                let fetch = |e: reqwest::Error| KeyError::Fetch(e.without_url().to_string());
+                let mut response = http
+                    .get(url)
+                    .header(http::header::ACCEPT, "application/json")
+                    .send()
+                    .await
+                    .map_err(fetch)?
+                    .error_for_status()
+                    .map_err(fetch)?;
+                let mut document = Vec::new();
+                while let Some(chunk) = response.chunk().await.map_err(fetch)? {
+                    if document.len() + chunk.len() > MAX_JWKS_BYTES {
+                        return Err(KeyError::Fetch("the JWKS is larger than 1 MiB".to_owned()));
+                    }
+                    document.extend_from_slice(&chunk);
+                }
+                Ok(document)
+            }
+        }
+    }
+}
+
+/// `https://…`, or `http://` to localhost, 127.0.0.1 or [::1].
+pub fn jwks_url_is_allowed(url: &str) -> bool {
+    if url.starts_with("https://") {
+        return url.len() > "https://".len();
+    }
+    let Some(rest) = url.strip_prefix("http://") else {
+        return false;
+    };
+    let authority = rest.split(['/', '?', '#']).next().unwrap_or_default();
+    let host = match authority.strip_prefix('[') {
+        Some(v6) => v6.split(']').next().unwrap_or_default(),
+        None => authority.split(':').next().unwrap_or_default(),
+    };
+    matches!(host, "localhost" | "127.0.0.1" | "::1")
 }
 
 fn bearer(header: Option<&[u8]>) -> Result<&str, AuthError> {
@@ -373,6 +462,29 @@ mod tests {
             &EncodingKey::from_secret(secret),
         )
         .expect("encode")
+    }
+
+    #[test]
+    fn jwks_urls_are_https_or_local() {
+        for allowed in [
+            "https://idp.example.com/.well-known/jwks.json",
+            "http://127.0.0.1:8081/jwks.json",
+            "http://localhost/jwks",
+            "http://[::1]:9/k",
+        ] {
+            assert!(jwks_url_is_allowed(allowed), "{allowed}");
+        }
+        for refused in [
+            "http://idp.example.com/jwks.json",
+            "http://127.0.0.1.evil.com/jwks",
+            "http://localhost@evil.com/",
+            "ftp://x",
+            "https://",
+            "",
+            "/etc/jwks.json",
+        ] {
+            assert!(!jwks_url_is_allowed(refused), "{refused}");
+        }
     }
 
     #[test]

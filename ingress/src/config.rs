@@ -71,7 +71,7 @@ pub struct Config {
     #[arg(long, env = "DATABASE_POOL_SIZE", default_value_t = 8)]
     pub database_pool_size: usize,
 
-    /// HS256 secret for development tokens. Ignored when `--jwks-file` is set.
+    /// HS256 secret for development tokens. Ignored when `--jwks-file` or `--jwks-url` is set.
     #[arg(
         long,
         env = "JWT_HS256_SECRET",
@@ -83,6 +83,16 @@ pub struct Config {
     /// JWKS file with the RS256/ES256 public keys of the identity provider (production).
     #[arg(long, env = "JWT_JWKS_FILE")]
     pub jwks_file: Option<PathBuf>,
+
+    /// JWKS URL of the identity provider (production; instead of `JWT_JWKS_FILE`): `https://`,
+    /// or `http://` to localhost only. Fetched at start, on an unknown key id, and every
+    /// `JWT_JWKS_REFRESH_SECS`.
+    #[arg(long, env = "JWT_JWKS_URL")]
+    pub jwks_url: Option<String>,
+
+    /// How often the key set at `JWT_JWKS_URL` is fetched again, in seconds.
+    #[arg(long, env = "JWT_JWKS_REFRESH_SECS", default_value_t = 300)]
+    pub jwks_refresh_secs: u64,
 
     /// Clock skew tolerated on `exp`, `nbf` and `iat`, in seconds (at most 30).
     #[arg(long, env = "JWT_LEEWAY_SECS", default_value_t = 5)]
@@ -96,7 +106,8 @@ pub struct Config {
     #[arg(long, env = "JWT_AUDIENCE")]
     pub jwt_audience: Option<String>,
 
-    /// Least time between two re-reads of `JWT_JWKS_FILE` prompted by unknown key ids.
+    /// Least time between two loads of the key set (`JWT_JWKS_FILE` or `JWT_JWKS_URL`) prompted
+    /// by unknown key ids.
     #[arg(
         long,
         env = "JWT_JWKS_REFRESH_MIN_INTERVAL_MS",
@@ -218,7 +229,18 @@ impl service::Validate for Config {
         if self.jwt_leeway_secs > 30 {
             problems.push("JWT_LEEWAY_SECS must be at most 30".to_owned());
         }
-        if self.jwks_file.is_none() && self.jwt_hs256_secret.len() < 8 {
+        if self.jwks_file.is_some() && self.jwks_url.is_some() {
+            problems.push("JWT_JWKS_FILE and JWT_JWKS_URL exclude each other".to_owned());
+        }
+        if let Some(url) = &self.jwks_url
+            && !crate::auth::jwks_url_is_allowed(url)
+        {
+            problems.push("JWT_JWKS_URL must be https:// (or http:// to localhost)".to_owned());
+        }
+        if !(1..=86_400).contains(&self.jwks_refresh_secs) {
+            problems.push("JWT_JWKS_REFRESH_SECS must be between 1 and 86400".to_owned());
+        }
+        if self.jwks_file.is_none() && self.jwks_url.is_none() && self.jwt_hs256_secret.len() < 8 {
             problems.push("JWT_HS256_SECRET must be at least 8 bytes".to_owned());
         }
         if !(100..=300_000).contains(&self.kafka_message_timeout_ms) {

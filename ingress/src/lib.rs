@@ -75,19 +75,20 @@ pub struct App {
 impl App {
     /// Connects to Redis, Kafka and PostgreSQL. Fails when Redis or the topic is unreachable.
     pub async fn build(config: Config) -> anyhow::Result<Arc<App>> {
+        service::tls::install();
         let expect = auth::Expectations {
             leeway_secs: config.jwt_leeway_secs,
             issuer: config.jwt_issuer.clone(),
             audience: config.jwt_audience.clone(),
         };
-        let keys = match &config.jwks_file {
-            Some(path) => auth::Keys::jwks_file(
-                path,
-                expect,
-                Duration::from_millis(config.jwks_refresh_min_interval_ms),
-            )
-            .context("loading JWT_JWKS_FILE")?,
-            None => auth::Keys::hs256(config.jwt_hs256_secret.as_bytes(), expect),
+        let min_interval = Duration::from_millis(config.jwks_refresh_min_interval_ms);
+        let keys = match (&config.jwks_file, &config.jwks_url) {
+            (Some(path), _) => auth::Keys::jwks_file(path, expect, min_interval)
+                .context("loading JWT_JWKS_FILE")?,
+            (None, Some(url)) => auth::Keys::jwks_url(url, expect, min_interval)
+                .await
+                .context("loading JWT_JWKS_URL")?,
+            (None, None) => auth::Keys::hs256(config.jwt_hs256_secret.as_bytes(), expect),
         };
         let gate = gate::Gate::connect(
             &config.redis_url,
@@ -119,7 +120,7 @@ impl App {
         let confirmations = journal::Confirmations::spawn(gate.clone());
         let limits = limits::RateLimits::new(&config);
         let in_flight = Arc::new(tokio::sync::Semaphore::new(config.max_in_flight));
-        Ok(Arc::new(App {
+        let app = Arc::new(App {
             limits,
             in_flight,
             config,
@@ -132,7 +133,21 @@ impl App {
             metrics: metrics::Metrics::new(),
             public: public::Cache::default(),
             lag,
-        }))
+        });
+        if app.keys.from_url() {
+            // A key the identity provider withdrew stops verifying within the interval. The task
+            // ends with the app.
+            let weak = Arc::downgrade(&app);
+            let every = Duration::from_secs(app.config.jwks_refresh_secs);
+            tokio::spawn(async move {
+                loop {
+                    tokio::time::sleep(every).await;
+                    let Some(app) = weak.upgrade() else { break };
+                    app.keys.refresh().await;
+                }
+            });
+        }
+        Ok(app)
     }
 
     /// A pooled PostgreSQL connection, or 503.

@@ -8,12 +8,14 @@
 //! - [`metrics`]: the Prometheus registry, process figures, label helpers.
 //! - [`ops`]: `/healthz`, `/readyz` and `/metrics` for a process without an API listener.
 //! - [`shutdown`]: the SIGTERM signal.
+//! - [`tls`]: the rustls provider of the HTTP clients.
 
 pub mod config;
 pub mod logging;
 pub mod metrics;
 pub mod ops;
 pub mod shutdown;
+pub mod tls;
 pub mod tracing_context;
 
 pub use config::{Common, Validate};

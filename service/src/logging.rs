@@ -53,6 +53,7 @@ impl Drop for Telemetry {
 /// configuration was read; `service` names the process in traces unless `OTEL_SERVICE_NAME`
 /// does.
 pub fn init(common: &Common, service: &'static str) -> Telemetry {
+    crate::tls::install();
     let filter = EnvFilter::try_new(&common.log_level).unwrap_or_else(|_| EnvFilter::new("info"));
     let (provider, problem) = match tracer_provider(service) {
         Ok(provider) => (provider, None),

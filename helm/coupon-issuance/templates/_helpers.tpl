@@ -130,6 +130,7 @@ securityContext:
 {{- end }}
 
 {{- define "coupon.jwtVolume" -}}
+{{- if ne .Values.auth.mode "jwksUrl" }}
 - name: jwt
   secret:
     secretName: {{ required "auth.existingSecret is required" .Values.auth.existingSecret }}
@@ -138,16 +139,26 @@ securityContext:
       - key: {{ ternary .Values.auth.jwksKey .Values.auth.hs256Key (eq .Values.auth.mode "jwks") }}
         path: {{ include "coupon.jwtFile" . }}
 {{- end }}
+{{- end }}
 
 {{- define "coupon.jwtMount" -}}
+{{- if ne .Values.auth.mode "jwksUrl" }}
 - name: jwt
   mountPath: {{ include "coupon.secretDir" . }}/jwt
   readOnly: true
 {{- end }}
+{{- end }}
 
 {{- define "coupon.jwtEnv" -}}
+{{- if eq .Values.auth.mode "jwksUrl" }}
+- name: JWT_JWKS_URL
+  value: {{ required "auth.jwksUrl is required with auth.mode=jwksUrl" .Values.auth.jwksUrl | quote }}
+- name: JWT_JWKS_REFRESH_SECS
+  value: {{ .Values.auth.jwksRefreshSeconds | quote }}
+{{- else }}
 - name: {{ ternary "JWT_JWKS_FILE" "JWT_HS256_SECRET_FILE" (eq .Values.auth.mode "jwks") }}
   value: {{ include "coupon.secretDir" . }}/jwt/{{ include "coupon.jwtFile" . }}
+{{- end }}
 {{- end }}
 
 {{/* SIGTERM: readiness turns false, serving continues for the delay, then in-flight work drains

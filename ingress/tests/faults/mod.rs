@@ -65,6 +65,7 @@ impl World {
 
     /// As [`World::start`], with extra environment for the service processes.
     pub async fn start_with(name: &'static str, env: Vec<(&'static str, String)>) -> World {
+        service::tls::install();
         let redis = PrivateRedis::start().await;
         let broker = PrivateBroker::start().await;
         let fixture = Fixture::on_brokers(3, &broker.brokers()).await;

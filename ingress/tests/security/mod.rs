@@ -553,3 +553,152 @@ async fn a_rotated_key_is_picked_up_from_the_key_set_file() {
     assert_eq!(post_with(&stack, &campaign, &ec_token).await.status(), 202);
     std::fs::remove_file(&file).unwrap();
 }
+
+/// The identity provider's key set, served over HTTP from memory; `document` can change.
+struct KeySetServer {
+    url: String,
+    document: std::sync::Arc<std::sync::Mutex<String>>,
+    fetches: std::sync::Arc<std::sync::atomic::AtomicUsize>,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl KeySetServer {
+    async fn start(document: &Value) -> KeySetServer {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let url = format!(
+            "http://{}/.well-known/jwks.json",
+            listener.local_addr().unwrap()
+        );
+        let shared = std::sync::Arc::new(std::sync::Mutex::new(document.to_string()));
+        let fetches = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
+        let (served, counted) = (shared.clone(), fetches.clone());
+        let task = tokio::spawn(async move {
+            use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
+            while let Ok((mut socket, _)) = listener.accept().await {
+                let mut head = Vec::new();
+                let mut buffer = [0u8; 1024];
+                while !head.windows(4).any(|w| w == b"\r\n\r\n") {
+                    match socket.read(&mut buffer).await {
+                        Ok(0) | Err(_) => break,
+                        Ok(n) => head.extend_from_slice(&buffer[..n]),
+                    }
+                }
+                counted.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+                let body = served.lock().unwrap().clone();
+                let reply = format!(
+                    "HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+                    body.len()
+                );
+                let _ = socket.write_all(reply.as_bytes()).await;
+            }
+        });
+        KeySetServer {
+            url,
+            document: shared,
+            fetches,
+            task,
+        }
+    }
+
+    fn serve(&self, document: &Value) {
+        *self.document.lock().unwrap() = document.to_string();
+    }
+}
+
+impl Drop for KeySetServer {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}
+
+/// Keys from the identity provider's JWKS URL: fetched at start (the operator's RS256 token
+/// works), again on an unknown key id (a rotated key works), and periodically (a withdrawn key
+/// stops working). An ingress whose key set cannot be fetched does not start, and a plain
+/// `http://` URL to another host is refused.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn keys_come_from_the_jwks_url_and_follow_it() {
+    let full: Value =
+        serde_json::from_slice(&std::fs::read(keys_dir().join("jwks.json")).unwrap()).unwrap();
+    let only_rsa = json!({"keys": [full["keys"][0].clone()]});
+    let idp = KeySetServer::start(&only_rsa).await;
+    let mut stack = Stack::ingress_with(&[
+        &format!("--jwks-url={}", idp.url),
+        "--jwks-refresh-min-interval-ms=1",
+        "--jwks-refresh-secs=1",
+    ])
+    .await;
+    assert_eq!(idp.fetches.load(std::sync::atomic::Ordering::SeqCst), 1);
+    stack.admin_token = Some(rsa_operator_token());
+    let campaign = stack.open_campaign(100, 1).await;
+    let ec_token = |user: &str| {
+        signed(
+            Algorithm::ES256,
+            Some("ec-1"),
+            &json!({"sub": user, "iat": now(), "exp": now() + 600}),
+        )
+    };
+
+    // Rotation: the EC key is unknown until the provider publishes it.
+    assert_eq!(
+        post_with(&stack, &campaign, &ec_token("ec-a"))
+            .await
+            .status(),
+        401
+    );
+    idp.serve(&full);
+    assert_eq!(
+        post_with(&stack, &campaign, &ec_token("ec-b"))
+            .await
+            .status(),
+        202
+    );
+
+    // Withdrawal: gone from the provider, refused within the refresh interval.
+    idp.serve(&only_rsa);
+    let mut n = 0;
+    testkit::eventually(Duration::from_secs(10), "the withdrawn key refused", || {
+        n += 1;
+        let token = ec_token(&format!("ec-late-{n}"));
+        let stack = &stack;
+        let campaign = &campaign;
+        async move { (post_with(stack, campaign, &token).await.status() == 401).then_some(()) }
+    })
+    .await;
+    assert_eq!(
+        post_with(
+            &stack,
+            &campaign,
+            &signed(
+                Algorithm::RS256,
+                Some("rsa-1"),
+                &json!({"sub": "still-rsa", "iat": now(), "exp": now() + 600}),
+            )
+        )
+        .await
+        .status(),
+        202,
+        "the remaining key still works"
+    );
+
+    // No key set, no ingress; and keys only over https unless local.
+    let closed = crate::support::procs::free_port();
+    let unreachable = ingress::Config::from_args([
+        "coupon-ingress".to_owned(),
+        format!("--jwks-url=http://127.0.0.1:{closed}/jwks.json"),
+        format!("--redis-url={}", testkit::redis_url()),
+        format!("--kafka-brokers={}", testkit::kafka_brokers()),
+        format!("--topic-requested={}", stack.fixture.topic),
+        format!("--database-url={}", stack.fixture.database_url),
+    ])
+    .unwrap();
+    let Err(failed) = ingress::App::build(unreachable).await else {
+        panic!("an ingress without its key set started");
+    };
+    assert!(format!("{failed:#}").contains("JWT_JWKS_URL"), "{failed:#}");
+    let plain = ingress::Config::from_args([
+        "coupon-ingress",
+        "--jwks-url=http://idp.example.com/jwks.json",
+    ])
+    .expect_err("refused");
+    assert!(plain.to_string().contains("JWT_JWKS_URL"), "{plain}");
+}
