@@ -215,7 +215,7 @@ impl Source {
                     .map_err(KeyError::Read)
             }
             Source::Url { url, http } => {
-                let fetch = |e: reqwest::Error| KeyError::Fetch(e.without_url().to_string());
+                let fetch = |e: reqwest::Error| KeyError::Fetch(causes(&e.without_url()));
                 let mut response = http
                     .get(url)
                     .header(http::header::ACCEPT, "application/json")
@@ -235,6 +235,18 @@ impl Source {
             }
         }
     }
+}
+
+/// An error with its causes, outermost first (a TLS failure is only named by its causes).
+fn causes(error: &dyn std::error::Error) -> String {
+    let mut text = error.to_string();
+    let mut source = error.source();
+    while let Some(cause) = source {
+        text.push_str(": ");
+        text.push_str(&cause.to_string());
+        source = cause.source();
+    }
+    text
 }
 
 /// `https://…`, or `http://` to localhost, 127.0.0.1 or [::1].

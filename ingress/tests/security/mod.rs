@@ -702,3 +702,63 @@ async fn keys_come_from_the_jwks_url_and_follow_it() {
     .expect_err("refused");
     assert!(plain.to_string().contains("JWT_JWKS_URL"), "{plain}");
 }
+
+/// The key-set URL over TLS: a server whose certificate no trusted authority signed (here a
+/// throwaway self-signed one, served by `openssl s_server`) is refused, so the ingress does not
+/// start; the error names the certificate.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_key_set_server_with_an_untrusted_certificate_is_refused() {
+    let dir = std::env::temp_dir().join(format!("coupon-tls-{}", uuid::Uuid::now_v7()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let (cert, key) = (dir.join("cert.pem"), dir.join("key.pem"));
+    let made = std::process::Command::new("openssl")
+        .args([
+            "req",
+            "-x509",
+            "-newkey",
+            "ec",
+            "-pkeyopt",
+            "ec_paramgen_curve:P-256",
+        ])
+        .args(["-nodes", "-days", "1", "-subj", "/CN=coupon-test-untrusted"])
+        .args(["-addext", "subjectAltName=IP:127.0.0.1"])
+        .args(["-addext", "basicConstraints=critical,CA:FALSE"])
+        .arg("-keyout")
+        .arg(&key)
+        .arg("-out")
+        .arg(&cert)
+        .output()
+        .expect("openssl (dev/test installs it)");
+    assert!(
+        made.status.success(),
+        "{}",
+        String::from_utf8_lossy(&made.stderr)
+    );
+    let port = crate::support::procs::free_port();
+    let server = crate::support::procs::Proc::spawn(
+        std::process::Command::new("openssl")
+            .args(["s_server", "-quiet", "-www", "-accept"])
+            .arg(format!("127.0.0.1:{port}"))
+            .arg("-cert")
+            .arg(&cert)
+            .arg("-key")
+            .arg(&key),
+    );
+    crate::support::procs::wait_port(port, "openssl s_server").await;
+
+    // The keys are loaded first: nothing else is reached when that fails.
+    let config = ingress::Config::from_args([
+        "coupon-ingress".to_owned(),
+        format!("--jwks-url=https://127.0.0.1:{port}/jwks.json"),
+    ])
+    .unwrap();
+    let Err(failed) = ingress::App::build(config).await else {
+        panic!("keys from an untrusted server were accepted");
+    };
+    let message = format!("{failed:#}");
+    eprintln!("start-up refused: {message}");
+    assert!(message.contains("JWT_JWKS_URL"), "{message}");
+    assert!(message.contains("invalid peer certificate"), "{message}");
+    server.kill();
+    std::fs::remove_dir_all(&dir).unwrap();
+}
