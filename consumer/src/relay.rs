@@ -18,7 +18,6 @@ use std::time::{Duration, Instant};
 
 use prost::Message as _;
 use rdkafka::ClientConfig;
-use rdkafka::message::{Header, OwnedHeaders};
 use rdkafka::producer::{FutureProducer, FutureRecord, Producer as _};
 use schema::ids::{CampaignId, IssuanceId};
 use schema::proto::{CampaignEvent, CouponIssued, campaign_event};
@@ -257,46 +256,15 @@ impl Relay {
             }
             span
         });
-        let mut headers = OwnedHeaders::new_with_capacity(8 + trace.len());
-        for (key, value) in &trace {
-            headers = headers.insert(Header {
-                key: key.as_str(),
-                value: Some(value.as_str()),
-            });
-        }
-        let headers = headers
-            .insert(Header {
-                key: "content-type",
-                value: Some(schema::PROTOBUF_CONTENT_TYPE),
-            })
-            .insert(Header {
-                key: "ce_specversion",
-                value: Some("1.0"),
-            })
-            .insert(Header {
-                key: "ce_id",
-                value: Some(&event.event_id),
-            })
-            .insert(Header {
-                key: "ce_type",
-                value: Some(event.ce_type),
-            })
-            .insert(Header {
-                key: "ce_source",
-                value: Some(topics::EVENT_SOURCE),
-            })
-            .insert(Header {
-                key: "ce_time",
-                value: Some(&event.time),
-            })
-            .insert(Header {
-                key: "schema",
-                value: Some(event.schema),
-            })
-            .insert(Header {
-                key: "schema-version",
-                value: Some(topics::SCHEMA_VERSION),
-            });
+        let headers = service::kafka::event_headers(
+            &service::kafka::Event {
+                id: &event.event_id,
+                ce_type: event.ce_type,
+                time: &event.time,
+                schema: event.schema,
+            },
+            trace,
+        );
         let record = FutureRecord::to(event.topic)
             .key(&event.key)
             .payload(&event.payload)

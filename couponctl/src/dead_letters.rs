@@ -114,7 +114,7 @@ async fn records(brokers: &str, topic: &str, replay: bool) -> anyhow::Result<()>
     let read = {
         let (brokers, topic) = (brokers.to_owned(), topic.to_owned());
         tokio::task::spawn_blocking(move || {
-            crate::topic::read_all(&brokers, &topic, "couponctl-dead-letters")
+            service::kafka::read_topic(&brokers, &topic, "couponctl-dead-letters")
         })
         .await??
     };

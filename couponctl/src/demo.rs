@@ -215,7 +215,7 @@ async fn campaign_events(
             args.topic_campaign_events.clone(),
         );
         let records = tokio::task::spawn_blocking(move || {
-            crate::topic::read_all(&brokers, &topic, "couponctl-demo")
+            service::kafka::read_topic(&brokers, &topic, "couponctl-demo")
         })
         .await??;
         let mut kinds = Vec::new();

@@ -7,7 +7,6 @@ mod demo;
 mod load;
 mod migrate;
 mod tokens;
-mod topic;
 mod topics;
 mod verify;
 

@@ -111,28 +111,37 @@ fn order_of(body: &[u8]) -> Result<String, Problem> {
     Ok(order)
 }
 
-/// `POST /v1/coupons/{id}/redeem {order_id}`: redeems once. The same order again is answered
-/// with the redeemed coupon (idempotent); another order is 409; an expired coupon is 410; a
-/// coupon of another user is 404.
-pub async fn redeem(
+/// The outcome of a guarded update of the caller's coupon for an order.
+enum ForOrder {
+    /// The update applied: the coupon as it is now.
+    Changed(CouponView),
+    /// It did not: the coupon as it is, with the last order refunded from it, says why.
+    Unchanged {
+        view: CouponView,
+        refunded: Option<String>,
+    },
+}
+
+/// Runs `update` (parameters: coupon, user, order) on the caller's coupon; when it changes
+/// nothing, reads the coupon instead. Another user's coupon, or none, is 404.
+async fn update_for_order(
     app: &App,
     caller: &Principal,
     coupon: Uuid,
-    body: &[u8],
-) -> Result<CouponView, Problem> {
-    let order = order_of(body)?;
+    order: &str,
+    update: &'static str,
+) -> Result<ForOrder, Problem> {
     let db = app.db().await?;
-    let update = db
-        .prepare_cached(include_str!("sql/coupon_update_redeem.sql"))
-        .await
-        .map_err(db_problem)?;
+    let statement = db.prepare_cached(update).await.map_err(db_problem)?;
     let user = caller.user.as_str();
     if let Some(row) = db
-        .query_opt(&update, &[&coupon, &user, &order])
+        .query_opt(&statement, &[&coupon, &user, &order])
         .await
         .map_err(db_problem)?
     {
-        return CouponView::of(&row).map_err(db_problem);
+        return CouponView::of(&row)
+            .map(ForOrder::Changed)
+            .map_err(db_problem);
     }
     let select = db
         .prepare_cached(include_str!("sql/coupon_select_for_owner.sql"))
@@ -143,7 +152,27 @@ pub async fn redeem(
         .await
         .map_err(db_problem)?
         .ok_or(Problem::NotFound("unknown coupon"))?;
-    let view = CouponView::of(&row).map_err(db_problem)?;
+    Ok(ForOrder::Unchanged {
+        view: CouponView::of(&row).map_err(db_problem)?,
+        refunded: row.try_get("refunded_order_id").map_err(db_problem)?,
+    })
+}
+
+/// `POST /v1/coupons/{id}/redeem {order_id}`: redeems once. The same order again is answered
+/// with the redeemed coupon (idempotent); another order is 409; an expired coupon is 410; a
+/// coupon of another user is 404.
+pub async fn redeem(
+    app: &App,
+    caller: &Principal,
+    coupon: Uuid,
+    body: &[u8],
+) -> Result<CouponView, Problem> {
+    let order = order_of(body)?;
+    let update = include_str!("sql/coupon_update_redeem.sql");
+    let view = match update_for_order(app, caller, coupon, &order, update).await? {
+        ForOrder::Changed(view) => return Ok(view),
+        ForOrder::Unchanged { view, .. } => view,
+    };
     match view.status.as_str() {
         "redeemed" if view.order_id.as_deref() == Some(order.as_str()) => Ok(view),
         "redeemed" => Err(Problem::CouponRedeemed),
@@ -164,30 +193,11 @@ pub async fn refund(
     body: &[u8],
 ) -> Result<CouponView, Problem> {
     let order = order_of(body)?;
-    let db = app.db().await?;
-    let update = db
-        .prepare_cached(include_str!("sql/coupon_update_refund.sql"))
-        .await
-        .map_err(db_problem)?;
-    let user = caller.user.as_str();
-    if let Some(row) = db
-        .query_opt(&update, &[&coupon, &user, &order])
-        .await
-        .map_err(db_problem)?
-    {
-        return CouponView::of(&row).map_err(db_problem);
-    }
-    let select = db
-        .prepare_cached(include_str!("sql/coupon_select_for_owner.sql"))
-        .await
-        .map_err(db_problem)?;
-    let row = db
-        .query_opt(&select, &[&coupon, &user])
-        .await
-        .map_err(db_problem)?
-        .ok_or(Problem::NotFound("unknown coupon"))?;
-    let refunded: Option<String> = row.try_get("refunded_order_id").map_err(db_problem)?;
-    let view = CouponView::of(&row).map_err(db_problem)?;
+    let update = include_str!("sql/coupon_update_refund.sql");
+    let (view, refunded) = match update_for_order(app, caller, coupon, &order, update).await? {
+        ForOrder::Changed(view) => return Ok(view),
+        ForOrder::Unchanged { view, refunded } => (view, refunded),
+    };
     match view.status.as_str() {
         "cancelled" => Err(Problem::CouponCancelled),
         "issued" | "expired" if refunded.as_deref() == Some(order.as_str()) => Ok(view),

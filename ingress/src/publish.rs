@@ -13,7 +13,6 @@ use std::time::Duration;
 use prost::Message;
 use rdkafka::ClientConfig;
 use rdkafka::error::{KafkaError, RDKafkaErrorCode};
-use rdkafka::message::{Header, OwnedHeaders};
 use rdkafka::producer::{FutureProducer, FutureRecord, Producer};
 use schema::proto::IssuanceRequested;
 use schema::topics;
@@ -183,48 +182,17 @@ impl Publisher {
                 .ok()
         })
         .unwrap_or_default();
-        let mut headers = OwnedHeaders::new_with_capacity(8 + trace.len());
-        for (key, value) in &trace {
-            headers = headers.insert(Header {
-                key: key.as_str(),
-                value: Some(value.as_str()),
-            });
-        }
-        let headers = headers
-            .insert(Header {
-                key: "content-type",
-                value: Some(schema::PROTOBUF_CONTENT_TYPE),
-            })
-            .insert(Header {
-                key: "schema",
-                value: Some(topics::ISSUANCE_REQUESTED_SCHEMA),
-            })
-            .insert(Header {
-                key: "schema-version",
-                value: Some(topics::SCHEMA_VERSION),
-            })
-            // CloudEvents binary mode: the issuance id is the event id (a re-produced event
-            // carries the same), the admission time is the event time.
-            .insert(Header {
-                key: "ce_specversion",
-                value: Some("1.0"),
-            })
-            .insert(Header {
-                key: "ce_id",
-                value: Some(event.issuance_id.as_str()),
-            })
-            .insert(Header {
-                key: "ce_type",
-                value: Some(topics::ISSUANCE_REQUESTED_TYPE),
-            })
-            .insert(Header {
-                key: "ce_source",
-                value: Some(topics::EVENT_SOURCE),
-            })
-            .insert(Header {
-                key: "ce_time",
-                value: Some(time.as_str()),
-            });
+        // The issuance id is the event id (a re-produced event carries the same), the admission
+        // time is the event time.
+        let headers = service::kafka::event_headers(
+            &service::kafka::Event {
+                id: &event.issuance_id,
+                ce_type: topics::ISSUANCE_REQUESTED_TYPE,
+                time: &time,
+                schema: topics::ISSUANCE_REQUESTED_SCHEMA,
+            },
+            &trace,
+        );
         let record = FutureRecord::to(&self.topic)
             .key(&key)
             .payload(&payload)

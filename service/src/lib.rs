@@ -6,11 +6,13 @@
 //! - [`logging`]: JSON (or text) logs, level by `RUST_LOG`; OpenTelemetry trace export.
 //! - [`tracing_context`]: W3C trace context in HTTP and Kafka headers.
 //! - [`metrics`]: the Prometheus registry, process figures, label helpers.
+//! - [`kafka`]: the headers every event carries; reading a topic back.
 //! - [`ops`]: `/healthz`, `/readyz` and `/metrics` for a process without an API listener.
 //! - [`shutdown`]: the SIGTERM signal.
 //! - [`tls`]: the rustls provider of the HTTP clients.
 
 pub mod config;
+pub mod kafka;
 pub mod logging;
 pub mod metrics;
 pub mod ops;

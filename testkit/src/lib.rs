@@ -146,74 +146,9 @@ impl Fixture {
     /// Every record of a topic so far, from the start of each partition: key, payload and
     /// headers (name, value).
     pub async fn read_topic(&self, topic: &str) -> Vec<Record> {
-        let topic = topic.to_owned();
-        let brokers = self.brokers.clone();
+        let (topic, brokers) = (topic.to_owned(), self.brokers.clone());
         tokio::task::spawn_blocking(move || {
-            use rdkafka::message::{Headers as _, Message as _};
-            let consumer: BaseConsumer = ClientConfig::new()
-                .set("bootstrap.servers", &brokers)
-                .set("group.id", "testkit-reader")
-                .set("enable.auto.commit", "false")
-                .create()
-                .unwrap();
-            let metadata = consumer
-                .fetch_metadata(Some(&topic), Duration::from_secs(5))
-                .unwrap();
-            let mut assignment = rdkafka::TopicPartitionList::new();
-            let mut ends = std::collections::HashMap::new();
-            for partition in metadata.topics()[0].partitions() {
-                let id = partition.id();
-                let (low, high) = consumer
-                    .fetch_watermarks(&topic, id, Duration::from_secs(5))
-                    .unwrap();
-                if high > low {
-                    assignment
-                        .add_partition_offset(&topic, id, rdkafka::Offset::Offset(low))
-                        .unwrap();
-                    ends.insert(id, high);
-                }
-            }
-            let mut records = Vec::new();
-            if ends.is_empty() {
-                return records;
-            }
-            consumer.assign(&assignment).unwrap();
-            let deadline = std::time::Instant::now() + Duration::from_secs(30);
-            // Past the watermarks, keep reading until the topic is quiet for a moment: the high
-            // watermark a broker reports can trail its last acknowledged write.
-            let mut quiet_since: Option<std::time::Instant> = None;
-            while std::time::Instant::now() < deadline {
-                if ends.is_empty()
-                    && quiet_since.is_some_and(|at| at.elapsed() >= Duration::from_millis(500))
-                {
-                    break;
-                }
-                let Some(Ok(message)) = consumer.poll(Duration::from_millis(100)) else {
-                    quiet_since.get_or_insert_with(std::time::Instant::now);
-                    continue;
-                };
-                quiet_since = None;
-                let headers = message
-                    .headers()
-                    .map(|h| {
-                        h.iter()
-                            .map(|h| (h.key.to_owned(), h.value.unwrap_or_default().to_vec()))
-                            .collect()
-                    })
-                    .unwrap_or_default();
-                records.push(Record {
-                    key: message.key().map(<[u8]>::to_vec),
-                    payload: message.payload().unwrap_or_default().to_vec(),
-                    headers,
-                });
-                if ends
-                    .get(&message.partition())
-                    .is_some_and(|end| message.offset() + 1 >= *end)
-                {
-                    ends.remove(&message.partition());
-                }
-            }
-            records
+            service::kafka::read_topic(&brokers, &topic, "testkit-reader").unwrap()
         })
         .await
         .unwrap()
@@ -247,22 +182,7 @@ impl Fixture {
 }
 
 /// One record read back from a topic.
-#[derive(Debug, Clone)]
-pub struct Record {
-    pub key: Option<Vec<u8>>,
-    pub payload: Vec<u8>,
-    pub headers: Vec<(String, Vec<u8>)>,
-}
-
-impl Record {
-    /// The value of header `name`, as text.
-    pub fn header(&self, name: &str) -> Option<String> {
-        self.headers
-            .iter()
-            .find(|(k, _)| k == name)
-            .map(|(_, v)| String::from_utf8_lossy(v).into_owned())
-    }
-}
+pub use service::kafka::Record;
 
 impl Drop for Fixture {
     fn drop(&mut self) {

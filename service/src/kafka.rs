@@ -1,0 +1,145 @@
+//! Kafka records as this pipeline writes and reads them: the headers every event carries, and
+//! reading a topic from its start to its end (operator commands and tests).
+
+use std::collections::HashMap;
+use std::time::{Duration, Instant};
+
+use rdkafka::consumer::{BaseConsumer, Consumer as _};
+use rdkafka::error::KafkaError;
+use rdkafka::message::{Header, Headers as _, Message as _, OwnedHeaders};
+use rdkafka::{ClientConfig, Offset, TopicPartitionList};
+use schema::topics;
+
+/// What an event says about itself (CloudEvents binary mode plus the schema headers).
+pub struct Event<'a> {
+    /// `ce_id`: stable per event, so a redelivery carries the same.
+    pub id: &'a str,
+    pub ce_type: &'a str,
+    /// `ce_time`, RFC 3339.
+    pub time: &'a str,
+    /// The protobuf message's full name.
+    pub schema: &'a str,
+}
+
+/// The headers of an event: the trace context first (`trace`, e.g. `traceparent`), then content
+/// type, schema and version, and the CloudEvents attributes.
+pub fn event_headers<K, V>(
+    event: &Event<'_>,
+    trace: impl IntoIterator<Item = (K, V)>,
+) -> OwnedHeaders
+where
+    K: AsRef<str>,
+    V: AsRef<str>,
+{
+    let mut headers = OwnedHeaders::new_with_capacity(10);
+    for (key, value) in trace {
+        headers = headers.insert(Header {
+            key: key.as_ref(),
+            value: Some(value.as_ref()),
+        });
+    }
+    [
+        ("content-type", schema::PROTOBUF_CONTENT_TYPE),
+        ("schema", event.schema),
+        ("schema-version", topics::SCHEMA_VERSION),
+        ("ce_specversion", "1.0"),
+        ("ce_id", event.id),
+        ("ce_type", event.ce_type),
+        ("ce_source", topics::EVENT_SOURCE),
+        ("ce_time", event.time),
+    ]
+    .into_iter()
+    .fold(headers, |headers, (key, value)| {
+        headers.insert(Header {
+            key,
+            value: Some(value),
+        })
+    })
+}
+
+/// One record read back from a topic.
+#[derive(Debug, Clone)]
+pub struct Record {
+    pub partition: i32,
+    pub offset: i64,
+    pub key: Option<Vec<u8>>,
+    pub payload: Vec<u8>,
+    pub headers: Vec<(String, Vec<u8>)>,
+}
+
+impl Record {
+    /// The value of header `name`, as text.
+    pub fn header(&self, name: &str) -> Option<String> {
+        self.headers
+            .iter()
+            .find(|(n, _)| n == name)
+            .map(|(_, v)| String::from_utf8_lossy(v).into_owned())
+    }
+}
+
+/// Every record of `topic` from the start of each partition to its end (blocking; at most a
+/// minute). Partitions are assigned directly: `group` is never joined and nothing is committed.
+pub fn read_topic(brokers: &str, topic: &str, group: &str) -> Result<Vec<Record>, KafkaError> {
+    let timeout = Duration::from_secs(10);
+    let consumer: BaseConsumer = ClientConfig::new()
+        .set("bootstrap.servers", brokers)
+        .set("group.id", group)
+        .set("enable.auto.commit", "false")
+        .create()?;
+    let metadata = consumer.fetch_metadata(Some(topic), timeout)?;
+    let mut assignment = TopicPartitionList::new();
+    let mut ends = HashMap::new();
+    for described in metadata.topics().iter().filter(|t| t.name() == topic) {
+        for partition in described.partitions() {
+            let (low, high) = consumer.fetch_watermarks(topic, partition.id(), timeout)?;
+            if high > low {
+                assignment.add_partition_offset(topic, partition.id(), Offset::Offset(low))?;
+                ends.insert(partition.id(), high);
+            }
+        }
+    }
+    let mut records = Vec::new();
+    if ends.is_empty() {
+        return Ok(records);
+    }
+    consumer.assign(&assignment)?;
+    let deadline = Instant::now() + Duration::from_secs(60);
+    // Past the watermarks, read on until the topic is quiet for a moment: the high watermark a
+    // broker reports can trail its last acknowledged write.
+    let mut quiet_since: Option<Instant> = None;
+    while Instant::now() < deadline {
+        if ends.is_empty()
+            && quiet_since.is_some_and(|at| at.elapsed() >= Duration::from_millis(500))
+        {
+            break;
+        }
+        // A poll error (a broker connection lost, say) is retried by the client; keep polling.
+        let Some(Ok(message)) = consumer.poll(Duration::from_millis(100)) else {
+            quiet_since.get_or_insert_with(Instant::now);
+            continue;
+        };
+        quiet_since = None;
+        let headers = message
+            .headers()
+            .map(|h| {
+                h.iter()
+                    .map(|h| (h.key.to_owned(), h.value.unwrap_or_default().to_vec()))
+                    .collect()
+            })
+            .unwrap_or_default();
+        records.push(Record {
+            partition: message.partition(),
+            offset: message.offset(),
+            key: message.key().map(<[u8]>::to_vec),
+            payload: message.payload().unwrap_or_default().to_vec(),
+            headers,
+        });
+        if ends
+            .get(&message.partition())
+            .is_some_and(|end| message.offset() + 1 >= *end)
+        {
+            ends.remove(&message.partition());
+        }
+    }
+    Ok(records)
+}
