@@ -4,8 +4,8 @@
 use std::time::Duration;
 
 use anyhow::{Context, bail};
-use ingress::gate::Gate;
-use ingress::reconcile::{self, CampaignReport};
+use gate::Gate;
+use gate::reconcile::{self, CampaignReport};
 use rdkafka::ClientConfig;
 use rdkafka::consumer::{BaseConsumer, Consumer};
 use schema::ids::CampaignId;

@@ -16,9 +16,9 @@ use tokio_postgres::Row;
 use uuid::Uuid;
 
 use crate::App;
-use crate::gate::Seed;
 use crate::paging::{self, Page};
 use crate::problem::Problem;
+use gate::Seed;
 
 const MAX_STOCK: u32 = 100_000_000;
 
@@ -453,7 +453,7 @@ async fn rejections(app: &App, ids: &[Uuid]) -> Result<HashMap<Uuid, i64>, Probl
         .map_err(db_problem)
 }
 
-async fn gate_figures(app: &App, id: &CampaignId) -> Result<Option<crate::gate::Figures>, Problem> {
+async fn gate_figures(app: &App, id: &CampaignId) -> Result<Option<gate::Figures>, Problem> {
     app.gate.figures(id).await.map_err(|e| {
         tracing::warn!(error = %e, "reading gate figures failed");
         crate::redis_unavailable()
@@ -463,7 +463,7 @@ async fn gate_figures(app: &App, id: &CampaignId) -> Result<Option<crate::gate::
 fn from_row(
     id: &CampaignId,
     row: &Row,
-    figures: Option<crate::gate::Figures>,
+    figures: Option<gate::Figures>,
     rejected: &HashMap<Uuid, i64>,
 ) -> Result<CampaignView, Problem> {
     let get = |e: tokio_postgres::Error| db_problem(e);

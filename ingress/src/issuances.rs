@@ -11,10 +11,10 @@ use tracing::Instrument as _;
 use crate::App;
 use crate::auth::Principal;
 use crate::campaigns::db_problem;
-use crate::gate::{Admission, Reservation};
 use crate::metrics::{Outcome, Produced};
 use crate::problem::Problem;
 use crate::publish::PublishError;
+use gate::{Admission, Reservation};
 
 /// The 202 body.
 #[derive(Debug, Serialize)]

@@ -11,11 +11,10 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
 use schema::ids::{CampaignId, IssuanceId};
-use schema::proto::IssuanceRequested;
 use tokio::sync::{mpsc, watch};
 
 use crate::App;
-use crate::gate::{Gate, Overdue};
+use gate::Gate;
 
 /// Most confirmations waiting to be cleared; beyond it they are dropped (and re-produced later).
 const CONFIRMATION_QUEUE: usize = 65_536;
@@ -127,7 +126,7 @@ async fn roll_forward(app: &App, campaign: &CampaignId, hold: Duration) {
         };
         tracing::info!(campaign = %campaign, count = overdue.len(), "rolling reservations forward");
         let sends = overdue.iter().map(|o| async move {
-            match app.publisher.publish(&event_of(o)).await {
+            match app.publisher.publish(&o.event()).await {
                 Ok(()) => Some(o.issuance),
                 Err(e) => {
                     tracing::warn!(error = %e, issuance = %o.issuance, "re-producing failed; retried after the claim lapses");
@@ -148,17 +147,6 @@ async fn roll_forward(app: &App, campaign: &CampaignId, hold: Duration) {
         if !complete || overdue.len() < CLAIM_BATCH {
             return;
         }
-    }
-}
-
-/// The event of a reservation, rebuilt from its admission record: identical to the original.
-pub fn event_of(overdue: &Overdue) -> IssuanceRequested {
-    IssuanceRequested {
-        issuance_id: overdue.issuance.to_string(),
-        campaign_id: overdue.issuance.campaign.to_string(),
-        user_id: overdue.admitted.user.clone(),
-        seq: overdue.admitted.seq,
-        requested_at_ms: overdue.admitted.requested_ms,
     }
 }
 
@@ -197,7 +185,7 @@ async fn reseed_lost(app: &App, campaigns: &[CampaignId]) {
         let Ok(db) = app.db().await else {
             return;
         };
-        match crate::reconcile::reseed_from_ledger(&db, &app.gate, id).await {
+        match gate::reconcile::reseed_from_ledger(&db, &app.gate, id).await {
             Ok(true) => tracing::warn!(
                 campaign = %id,
                 "the gate had lost this campaign; re-seeded it from the ledger"

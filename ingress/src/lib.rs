@@ -3,11 +3,8 @@
 //! # Layout
 //! - [`config`]: every setting, from the environment and the command line.
 //! - [`auth`]: bearer token verification (HS256 in development, RS256/ES256 from a JWKS file).
-//! - [`rules`]: the reservation rules as pure logic, which `gate/reserve.lua` implements.
-//! - [`gate`]: stock, holders and admissions in Redis, one atomic Lua call per request.
 //! - [`publish`]: the idempotent Kafka producer of `IssuanceRequested` events.
 //! - [`journal`]: clearing confirmed reservations, rolling overdue ones forward, re-seeding.
-//! - [`reconcile`]: gate against ledger, per campaign: breaches and repair.
 //! - [`issuances`], [`coupons`] and [`campaigns`]: the user and operator routes.
 //! - [`public`]: public campaign reads from a per-process cache.
 //! - [`routes`]: HTTP routing, body limits, load shedding, the request deadline, problem
@@ -23,7 +20,6 @@ pub mod auth;
 pub mod campaigns;
 pub mod config;
 pub mod coupons;
-pub mod gate;
 pub mod issuances;
 pub mod journal;
 pub mod lag;
@@ -33,9 +29,7 @@ pub mod paging;
 pub mod problem;
 pub mod public;
 pub mod publish;
-pub mod reconcile;
 pub mod routes;
-pub mod rules;
 
 use std::convert::Infallible;
 use std::future::Future;

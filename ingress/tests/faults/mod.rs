@@ -12,8 +12,8 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
 use futures_util::StreamExt;
-use ingress::gate::Gate;
-use ingress::reconcile::{self, CampaignReport};
+use gate::Gate;
+use gate::reconcile::{self, CampaignReport};
 use schema::ids::CampaignId;
 use serde_json::{Value, json};
 use testkit::{Fixture, token};

@@ -252,10 +252,7 @@ impl Stack {
             .reserve(&id, &user, &issuance.reservation)
             .await
             .unwrap();
-        assert!(matches!(
-            reserved,
-            ingress::gate::Reservation::Accepted { .. }
-        ));
+        assert!(matches!(reserved, gate::Reservation::Accepted { .. }));
         issuance
     }
 

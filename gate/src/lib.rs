@@ -1,4 +1,15 @@
-//! The gate: stock, holders and admissions of each campaign in Redis.
+//! The gate: stock, holders and admissions of each campaign in Redis, decided by one atomic
+//! Lua call per request. Used by the ingress (admission, release, roll-forward), by the ingress's
+//! sweeper and `couponctl verify` (re-seeding and reconciliation against the ledger).
+//!
+//! # Layout
+//! - this file: [`Gate`] (connect, reserve, release, adjust, claim, clear) and its answers;
+//! - `lua/`: the scripts (`reserve.lua`, `release.lua`, `claim.lua`, `adjust.lua`), KEYS and
+//!   ARGV documented in each;
+//! - [`rules`]: the reservation rules as pure logic, which `reserve.lua` implements;
+//! - `keys`: the keys of one campaign; `reads`: figures, admissions, journal size; `seeding`:
+//!   seeding, re-seeding from the ledger, counters;
+//! - [`reconcile`]: gate against ledger, per campaign: breaches and repair.
 //!
 //! All keys of one campaign share the hash tag `{c:<campaign id>}`, so each script touches a single
 //! Redis Cluster slot. Scripts are sent by SHA and reloaded by the client on `NOSCRIPT`.
@@ -15,33 +26,16 @@ use std::time::Duration;
 
 use redis::aio::{ConnectionManager, ConnectionManagerConfig};
 use schema::ids::{CampaignId, IssuanceId, UserId};
+use schema::proto::IssuanceRequested;
 use uuid::Uuid;
 
-/// The keys of one campaign.
-struct Keys {
-    meta: String,
-    holders: String,
-    slots: String,
-    admissions: String,
-    journal: String,
-    rolling: String,
-    released: String,
-}
+use crate::keys::Keys;
 
-impl Keys {
-    fn new(prefix: &str, campaign: &CampaignId) -> Self {
-        let tag = format!("{prefix}{{c:{campaign}}}");
-        Keys {
-            meta: format!("{tag}:meta"),
-            holders: format!("{tag}:holders"),
-            slots: format!("{tag}:slots"),
-            admissions: format!("{tag}:admissions"),
-            journal: format!("{tag}:journal"),
-            rolling: format!("{tag}:rolling"),
-            released: format!("{tag}:released"),
-        }
-    }
-}
+mod keys;
+mod reads;
+pub mod reconcile;
+pub mod rules;
+mod seeding;
 
 /// The outcome of one reservation attempt.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -77,7 +71,7 @@ pub struct Admitted {
 
 impl Admitted {
     /// Parses the admissions hash value `"<seq>:<requested_ms>:<user>"`.
-    fn parse(value: &str) -> Option<Admitted> {
+    pub(crate) fn parse(value: &str) -> Option<Admitted> {
         let mut parts = value.splitn(3, ':');
         Some(Admitted {
             seq: parts.next()?.parse().ok()?,
@@ -92,6 +86,19 @@ impl Admitted {
 pub struct Overdue {
     pub issuance: IssuanceId,
     pub admitted: Admitted,
+}
+
+impl Overdue {
+    /// The reservation's event, rebuilt from its admission record: identical to the original.
+    pub fn event(&self) -> IssuanceRequested {
+        IssuanceRequested {
+            issuance_id: self.issuance.to_string(),
+            campaign_id: self.issuance.campaign.to_string(),
+            user_id: self.admitted.user.clone(),
+            seq: self.admitted.seq,
+            requested_at_ms: self.admitted.requested_ms,
+        }
+    }
 }
 
 /// What the gate is seeded with when a campaign is created.
@@ -150,10 +157,10 @@ impl Gate {
             conn,
             prefix: prefix.to_owned(),
             journal_deadline_ms: journal_deadline.as_millis() as u64,
-            reserve: std::sync::Arc::new(redis::Script::new(include_str!("reserve.lua"))),
-            release: std::sync::Arc::new(redis::Script::new(include_str!("release.lua"))),
-            claim: std::sync::Arc::new(redis::Script::new(include_str!("claim.lua"))),
-            adjust: std::sync::Arc::new(redis::Script::new(include_str!("adjust.lua"))),
+            reserve: std::sync::Arc::new(redis::Script::new(include_str!("lua/reserve.lua"))),
+            release: std::sync::Arc::new(redis::Script::new(include_str!("lua/release.lua"))),
+            claim: std::sync::Arc::new(redis::Script::new(include_str!("lua/claim.lua"))),
+            adjust: std::sync::Arc::new(redis::Script::new(include_str!("lua/adjust.lua"))),
         };
         // Load the scripts up front so the first burst does not pay for it.
         let mut conn = gate.conn.clone();
@@ -220,39 +227,6 @@ impl Gate {
         Ok(released == 1)
     }
 
-    /// Makes a new campaign known to the gate. Only fills fields that are absent, so running it
-    /// twice never resets a campaign's counters.
-    pub async fn seed(&self, campaign: &CampaignId, seed: Seed) -> Result<(), GateError> {
-        self.write_meta(campaign, seed, i64::from(seed.total_stock), 0)
-            .await
-    }
-
-    async fn write_meta(
-        &self,
-        campaign: &CampaignId,
-        seed: Seed,
-        remaining: i64,
-        accepted: i64,
-    ) -> Result<(), GateError> {
-        let keys = Keys::new(&self.prefix, campaign);
-        let mut conn = self.conn.clone();
-        let mut pipe = redis::pipe();
-        pipe.atomic();
-        for (field, value) in [
-            ("remaining", remaining),
-            ("accepted", accepted),
-            ("total", i64::from(seed.total_stock)),
-            ("limit", i64::from(seed.per_user_limit)),
-            ("starts_ms", seed.starts_ms),
-            ("ends_ms", seed.ends_ms),
-            ("closed", 0),
-        ] {
-            pipe.hset_nx(&keys.meta, field, value).ignore();
-        }
-        pipe.query_async::<()>(&mut conn).await?;
-        Ok(())
-    }
-
     /// Applies an operator's change (absolute values; stock only grows). False when the gate
     /// does not know the campaign.
     pub async fn adjust(
@@ -274,56 +248,6 @@ impl Gate {
             .invoke_async(&mut conn)
             .await?;
         Ok(known == 1)
-    }
-
-    /// Remaining stock and admissions of a campaign, if the gate knows it.
-    pub async fn figures(&self, campaign: &CampaignId) -> Result<Option<Figures>, GateError> {
-        let keys = Keys::new(&self.prefix, campaign);
-        let mut conn = self.conn.clone();
-        let ((remaining, accepted), released): ((Option<i64>, Option<i64>), i64) = redis::pipe()
-            .cmd("HMGET")
-            .arg(&keys.meta)
-            .arg("remaining")
-            .arg("accepted")
-            .hlen(&keys.released)
-            .query_async(&mut conn)
-            .await?;
-        Ok(remaining.map(|remaining| Figures {
-            remaining,
-            accepted: accepted.unwrap_or(0),
-            released,
-        }))
-    }
-
-    /// The admission behind an issuance id, pending or released.
-    pub async fn admission(&self, issuance: &IssuanceId) -> Result<Option<Admission>, GateError> {
-        let keys = Keys::new(&self.prefix, &issuance.campaign);
-        let field = issuance.reservation.simple().to_string();
-        let mut conn = self.conn.clone();
-        let (pending, released): (Option<String>, Option<String>) = redis::pipe()
-            .hget(&keys.admissions, &field)
-            .hget(&keys.released, &field)
-            .query_async(&mut conn)
-            .await?;
-        if let Some(value) = pending {
-            return Admitted::parse(&value)
-                .map(|admitted| Some(Admission::Pending(admitted)))
-                .ok_or(GateError::Protocol(value));
-        }
-        Ok(released.and_then(|value| {
-            let (reason, user) = value.split_once(':')?;
-            Some(Admission::Released {
-                user: user.to_owned(),
-                reason: reason.to_owned(),
-            })
-        }))
-    }
-
-    /// Round trip to Redis, for readiness.
-    pub async fn ping(&self) -> Result<(), GateError> {
-        let mut conn = self.conn.clone();
-        redis::cmd("PING").query_async::<()>(&mut conn).await?;
-        Ok(())
     }
 
     /// Claims up to `max` journal entries past their deadline for re-production. A claim lasts
@@ -387,81 +311,6 @@ impl Gate {
                 .query_async::<()>(&mut conn)
                 .await?;
         }
-        Ok(())
-    }
-
-    /// Reservations not yet confirmed by Kafka.
-    pub async fn journal_len(&self, campaign: &CampaignId) -> Result<u64, GateError> {
-        let keys = Keys::new(&self.prefix, campaign);
-        let mut conn = self.conn.clone();
-        Ok(redis::cmd("ZCARD")
-            .arg(&keys.journal)
-            .query_async(&mut conn)
-            .await?)
-    }
-
-    /// Rebuilds a campaign the gate lost (Redis restarted empty) from the ledger: who holds which
-    /// coupon first, then the counters, so the campaign reappears only once its holders are known.
-    /// `coupons` are (user, seq, coupon id). Does nothing when the gate still knows the campaign.
-    pub async fn reseed(
-        &self,
-        campaign: &CampaignId,
-        seed: Seed,
-        issued: u32,
-        coupons: &[(String, u32, Uuid)],
-    ) -> Result<bool, GateError> {
-        let keys = Keys::new(&self.prefix, campaign);
-        let mut conn = self.conn.clone();
-        let exists: bool = redis::cmd("EXISTS")
-            .arg(&keys.meta)
-            .query_async(&mut conn)
-            .await?;
-        if exists {
-            return Ok(false);
-        }
-        let mut held: std::collections::HashMap<&str, u32> = std::collections::HashMap::new();
-        for chunk in coupons.chunks(1_000) {
-            let mut pipe = redis::pipe();
-            for (user, seq, coupon) in chunk {
-                let slot = format!("{seq}:{user}");
-                pipe.hset(&keys.slots, slot, coupon.simple().to_string())
-                    .ignore();
-                let count = held.entry(user).or_default();
-                *count = (*count).max(*seq);
-            }
-            pipe.query_async::<()>(&mut conn).await?;
-        }
-        let holders: Vec<(&str, u32)> = held.into_iter().collect();
-        for chunk in holders.chunks(1_000) {
-            redis::cmd("HSET")
-                .arg(&keys.holders)
-                .arg(chunk)
-                .query_async::<()>(&mut conn)
-                .await?;
-        }
-        let remaining = i64::from(seed.total_stock.saturating_sub(issued));
-        self.write_meta(campaign, seed, remaining, i64::from(issued))
-            .await?;
-        Ok(true)
-    }
-
-    /// Sets the counters from the ledger when the system is quiet (reconciliation repair).
-    pub async fn set_counters(
-        &self,
-        campaign: &CampaignId,
-        remaining: i64,
-        accepted: i64,
-    ) -> Result<(), GateError> {
-        let keys = Keys::new(&self.prefix, campaign);
-        let mut conn = self.conn.clone();
-        redis::cmd("HSET")
-            .arg(&keys.meta)
-            .arg("remaining")
-            .arg(remaining)
-            .arg("accepted")
-            .arg(accepted)
-            .query_async::<()>(&mut conn)
-            .await?;
         Ok(())
     }
 }

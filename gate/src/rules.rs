@@ -1,4 +1,4 @@
-//! The reservation rules, as pure logic. `gate/reserve.lua` implements exactly these rules
+//! The reservation rules, as pure logic. `lua/reserve.lua` implements exactly these rules
 //! inside Redis; this module is their executable statement, property-tested here and compared
 //! with the Lua script on a real Redis in the integration tests.
 

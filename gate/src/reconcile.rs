@@ -6,7 +6,7 @@ use std::fmt;
 
 use schema::ids::CampaignId;
 
-use crate::gate::{Gate, GateError, Seed};
+use crate::{Gate, GateError, Seed};
 
 /// One campaign, seen from both sides.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -113,7 +113,10 @@ pub async fn report(
     id: &CampaignId,
 ) -> Result<CampaignReport, ReconcileError> {
     let row = db
-        .query_opt(include_str!("sql/campaign_ledger_figures.sql"), &[&id.0])
+        .query_opt(
+            include_str!("sql/campaigns_select_ledger_figures.sql"),
+            &[&id.0],
+        )
         .await?
         .ok_or(ReconcileError::UnknownCampaign(*id))?;
     let figures = gate.figures(id).await?;
@@ -138,14 +141,17 @@ pub async fn reseed_from_ledger(
     id: &CampaignId,
 ) -> Result<bool, ReconcileError> {
     let row = db
-        .query_opt(include_str!("sql/campaign_select_by_id.sql"), &[&id.0])
+        .query_opt(
+            include_str!("sql/campaigns_select_seed_by_id.sql"),
+            &[&id.0],
+        )
         .await?
         .ok_or(ReconcileError::UnknownCampaign(*id))?;
     let seed = Seed {
         total_stock: row.try_get::<_, i32>("total_stock")? as u32,
         per_user_limit: row.try_get::<_, i32>("per_user_limit")? as u32,
-        starts_ms: crate::campaigns::unix_ms(row.try_get("starts_at")?),
-        ends_ms: crate::campaigns::unix_ms(row.try_get("ends_at")?),
+        starts_ms: schema::time::unix_ms(row.try_get("starts_at")?),
+        ends_ms: schema::time::unix_ms(row.try_get("ends_at")?),
     };
     let issued = row.try_get::<_, i32>("issued_count")? as u32;
     let coupons = db
