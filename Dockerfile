@@ -11,6 +11,8 @@
 #
 # Every image runs as uid/gid 10001, writes nothing to its root filesystem (mount /tmp if a
 # tool needs scratch space) and carries `couponctl`, so `couponctl migrate` runs from any of them.
+# No image carries `coupon-bench` (crate bench/): it generates valid requests and events in bulk
+# and must never sit beside production credentials, so it is neither built nor copied here.
 
 ARG RUST_IMAGE=rust:1-bookworm
 ARG RUNTIME_IMAGE=debian:bookworm-slim

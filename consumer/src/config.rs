@@ -4,9 +4,8 @@
 /// Every setting of the consumer. `--help` lists each with its environment variable.
 #[derive(Debug, Clone, clap::Args)]
 pub struct Config {
-    /// Kafka bootstrap servers.
-    #[arg(long, env = "KAFKA_BROKERS", default_value = "127.0.0.1:9092")]
-    pub kafka_brokers: String,
+    #[command(flatten)]
+    pub kafka: service::KafkaArgs,
 
     /// Consumer group id; every pod of one deployment shares it.
     #[arg(long, env = "CONSUMER_GROUP", default_value = "coupon-persister")]
@@ -81,13 +80,8 @@ pub struct Config {
     #[arg(long, env = "KAFKA_MAX_POLL_INTERVAL_MS", default_value_t = 10_000)]
     pub max_poll_interval_ms: u64,
 
-    /// PostgreSQL, the ledger.
-    #[arg(
-        long,
-        env = "DATABASE_URL",
-        default_value = "postgres://postgres@127.0.0.1:5432/coupon"
-    )]
-    pub database_url: String,
+    #[command(flatten)]
+    pub postgres: service::PostgresArgs,
 
     /// Largest number of pooled PostgreSQL connections.
     #[arg(long, env = "DATABASE_POOL_SIZE", default_value_t = 4)]
@@ -110,6 +104,7 @@ impl service::Validate for Config {
     fn validate(&self) -> Result<(), Vec<String>> {
         let mut problems = Vec::new();
         self.common.problems(&mut problems);
+        self.kafka.problems(&mut problems);
         if !(1..=10_000).contains(&self.batch_size) {
             problems.push("CONSUMER_BATCH_SIZE must be between 1 and 10000".to_owned());
         }

@@ -1,14 +1,26 @@
-//! The persisting consumer group of the coupon pipeline.
+//! The persisting consumer group of the coupon pipeline, and the effects of what it persists.
 //!
 //! # Layout
 //! - [`config`]: every setting, from the environment and the command line.
-//! - [`decode`]: a record to a validated [`decode::Issuance`], or the reason it is poison.
-//! - [`plan`]: which issuances of a batch the ledger accepts or refuses (pure).
-//! - [`store`]: one PostgreSQL transaction per batch (coupons, counters, outbox rows).
-//! - [`relay`]: publishes the outbox as `coupon.issued.v1`, at least once, one relay per row.
-//! - [`notify`]: signed webhook deliveries with backoff, dead-lettered after the last attempt.
-//! - [`dead_letter`]: the dead-letter topic.
-//! - [`metrics`]: Prometheus metrics, lag from librdkafka statistics, group membership.
+//! - [`persist`]: from the requested topic to the ledger.
+//!   - [`persist::batch`]: the records of one transaction, their offsets and trace context.
+//!   - [`persist::decode`]: a record to a validated [`persist::decode::Issuance`], or the reason
+//!     it is poison.
+//!   - [`persist::plan`]: which issuances of a batch the ledger accepts or refuses (pure).
+//!   - [`persist::store`]: one PostgreSQL transaction per batch (coupons, counters, outbox rows).
+//!   - [`persist::dead_letter`]: the Kafka dead-letter topic of poison records.
+//! - [`effects`]: what follows a commit, read from the ledger on its own schedule.
+//!   - [`effects::relay`]: publishes the outbox as `coupon.issued.v1` and
+//!     `coupon.campaign.events.v1`, at least once, one relay per row.
+//!   - [`effects::announce`]: queues campaigns' `opened` and `closed` events once due.
+//!   - [`effects::notify`]: signed webhook deliveries with backoff, dead after the last attempt.
+//!   - [`effects::error`]: the one error type of the effects.
+//! - [`kafka`]: the librdkafka context: lag from statistics, group membership.
+//! - [`metrics`]: Prometheus metrics.
+//! - `sql/`: every statement, one file each, named `<table>_<verb>[_by_<key>].sql`.
+//!
+//! [`notify`] is also reachable from the crate root: its header names and [`notify::signature`]
+//! are the webhook contract that receivers (and the end-to-end tests) verify deliveries with.
 //!
 //! Delivery guarantee: at least once into an idempotent ledger, so effectively once. Offsets are
 //! stored only after the batch's transaction committed (`enable.auto.offset.store=false`, the
@@ -16,13 +28,10 @@
 //! redelivers the batch, and the ledger recognises every issuance id it already settled.
 
 pub mod config;
-pub mod dead_letter;
-pub mod decode;
+pub mod effects;
+pub mod kafka;
 pub mod metrics;
-pub mod notify;
-pub mod plan;
-pub mod relay;
-pub mod store;
+pub mod persist;
 
 use std::collections::BTreeMap;
 use std::future::Future;
@@ -31,28 +40,41 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use anyhow::Context as _;
-use rdkafka::ClientConfig;
 use rdkafka::consumer::{CommitMode, Consumer as _, StreamConsumer};
-use rdkafka::message::{Headers as _, Message};
+use rdkafka::message::Message;
+use service::backoff::Backoff;
 use tokio::sync::watch;
 use tracing::Instrument as _;
 
 pub use config::Config;
+/// The webhook contract: delivery header names and the signature receivers check.
+pub use effects::notify;
 
-use crate::dead_letter::DeadLetters;
-use crate::decode::{Issuance, decode};
-use crate::metrics::{Context, Metrics};
-use crate::store::{Ledger, Written};
+use crate::effects::Effects;
+use crate::kafka::Context;
+use crate::metrics::Metrics;
+use crate::persist::batch::Batch;
+use crate::persist::dead_letter::DeadLetters;
+use crate::persist::decode::Issuance;
+use crate::persist::store::{Ledger, Written};
 
 /// A connected consumer, ready to [`Persister::run`].
 pub struct Persister {
+    /// Batch size and wait, the topic, the shutdown bound.
     config: Config,
+    /// The group member. Shared with the operations probe, which reads readiness and metrics
+    /// through its context.
     consumer: Arc<StreamConsumer<Context>>,
+    /// Where poison records go; their offsets move only once Kafka has them there.
     dead_letters: DeadLetters,
-    relay: Option<relay::Relay>,
-    notifier: Option<notify::Notifier>,
+    /// The relay and the notifier, started beside the batch loop when [`Persister::run`]
+    /// begins (and taken from here then).
+    effects: Option<Effects>,
+    /// The batch transaction.
     ledger: Ledger,
+    /// Batch figures; the same metrics the context and the effects record to.
     metrics: Arc<Metrics>,
+    /// Set once shutdown began, so `/readyz` fails while the batch in hand finishes.
     stopping: Arc<AtomicBool>,
 }
 
@@ -60,54 +82,19 @@ impl Persister {
     pub fn build(config: Config) -> anyhow::Result<Self> {
         service::tls::install();
         let metrics = Arc::new(Metrics::new());
-        let context = Context {
-            metrics: metrics.clone(),
-            joined: AtomicBool::new(false),
-        };
-        let consumer: StreamConsumer<Context> = ClientConfig::new()
-            .set("bootstrap.servers", &config.kafka_brokers)
-            .set("group.id", &config.group_id)
-            .set("client.id", "coupon-consumer")
-            .set("partition.assignment.strategy", "cooperative-sticky")
-            .set("enable.auto.commit", "true")
-            .set("auto.commit.interval.ms", "1000")
-            .set("enable.auto.offset.store", "false")
-            .set("auto.offset.reset", "earliest")
-            .set("socket.nagle.disable", "true")
-            .set("session.timeout.ms", config.session_timeout_ms.to_string())
-            .set(
-                "max.poll.interval.ms",
-                config.max_poll_interval_ms.to_string(),
-            )
-            .set(
-                "statistics.interval.ms",
-                config.statistics_interval_ms.to_string(),
-            )
-            .create_with_context(context)
-            .context("creating the Kafka consumer")?;
-        consumer
-            .subscribe(&[&config.topic_requested])
-            .context("subscribing to TOPIC_ISSUANCE_REQUESTED")?;
-        let dead_letters = DeadLetters::new(&config.kafka_brokers, &config.topic_dead_letter)
+        let consumer = subscribe(&config, Context::new(metrics.clone()))?;
+        let dead_letters = DeadLetters::new(&config.kafka, &config.topic_dead_letter)
             .context("creating the dead-letter producer")?;
-        let pool = service::pg_pool(&config.database_url, config.database_pool_size)
+        let pool = config
+            .postgres
+            .pool(config.database_pool_size)
             .context("DATABASE_URL")?;
-        let relay = if config.outbox_relay {
-            Some(
-                relay::Relay::new(&config, pool.clone(), metrics.clone())
-                    .context("creating the outbox relay's producer")?,
-            )
-        } else {
-            None
-        };
-        let notifier = notify::Notifier::new(&config, pool.clone(), metrics.clone())
-            .context("creating the webhook client")?;
+        let effects = Effects::build(&config, pool.clone(), metrics.clone())?;
         Ok(Persister {
             config,
             consumer: Arc::new(consumer),
             dead_letters,
-            relay,
-            notifier,
+            effects: Some(effects),
             ledger: Ledger::new(pool),
             metrics,
             stopping: Arc::new(AtomicBool::new(false)),
@@ -131,56 +118,14 @@ impl Persister {
         shutdown: impl Future<Output = ()> + Send + 'static,
     ) -> anyhow::Result<()> {
         let (stop_tx, stop) = watch::channel(false);
-        let relay = self
-            .relay
-            .take()
-            .map(|relay| tokio::spawn(relay.run(stop.clone())));
-        let notifier = self
-            .notifier
-            .take()
-            .map(|notifier| tokio::spawn(notifier.run(stop.clone())));
-        let stopping = self.stopping.clone();
-        let bound = Duration::from_millis(self.config.common.shutdown_timeout_ms);
-        tokio::spawn(async move {
-            shutdown.await;
-            stopping.store(true, Ordering::SeqCst);
-            tracing::info!("shutdown: finishing the batch in hand");
-            let _ = stop_tx.send(true);
-            tokio::time::sleep(bound).await;
-            tracing::error!(
-                timeout_ms = bound.as_millis() as u64,
-                "shutdown did not finish in time; exiting"
-            );
-            std::process::exit(1);
-        });
+        let effects = match self.effects.take() {
+            Some(effects) => effects.spawn(stop.clone()),
+            None => Vec::new(),
+        };
+        self.on_shutdown(shutdown, stop_tx);
         let wait = Duration::from_millis(self.config.batch_wait_ms);
-        let topic = self.config.topic_requested.clone();
-        loop {
-            let Some(batch) = self.next_batch(wait, stop.clone()).await else {
-                break;
-            };
-            let span = tracing::info_span!(
-                "consumer.batch",
-                otel.kind = "consumer",
-                size = batch.issuances.len(),
-                trace_id = tracing::field::Empty,
-            );
-            let mut traces = batch.traces.iter();
-            if let Some(first) = traces.next() {
-                service::tracing_context::set_parent(
-                    &span,
-                    first.iter().map(|(k, v)| (k.as_str(), v.as_slice())),
-                );
-            }
-            for other in traces {
-                service::tracing_context::add_link(
-                    &span,
-                    other.iter().map(|(k, v)| (k.as_str(), v.as_slice())),
-                );
-            }
-            if let Some(trace_id) = service::tracing_context::trace_id(&span) {
-                span.record("trace_id", trace_id);
-            }
+        while let Some(batch) = self.next_batch(wait, stop.clone()).await {
+            let span = batch.span();
             if !self
                 .persist(&batch.issuances, stop.clone())
                 .instrument(span)
@@ -190,27 +135,36 @@ impl Persister {
                 // redelivered to whoever owns the partitions next.
                 break;
             }
-            for (partition, offset) in batch.last_offsets {
-                if let Err(e) = self.consumer.store_offset(&topic, partition, offset) {
-                    // The partition was revoked meanwhile; its new owner re-reads and the
-                    // ledger de-duplicates.
-                    tracing::debug!(error = %e, partition, "offset not stored");
-                }
-            }
+            self.store_offsets(&batch.last_offsets);
         }
-        match self.consumer.commit_consumer_state(CommitMode::Sync) {
-            Ok(()) => {}
-            // Nothing stored since the last commit: nothing to do.
-            Err(rdkafka::error::KafkaError::ConsumerCommit(
-                rdkafka::types::RDKafkaErrorCode::NoOffset,
-            )) => {}
-            Err(e) => tracing::warn!(error = %e, "final offset commit failed"),
-        }
-        self.consumer.unsubscribe();
-        for task in [relay, notifier].into_iter().flatten() {
+        self.leave_group();
+        for task in effects {
             let _ = task.await;
         }
         Ok(())
+    }
+
+    /// Once `shutdown` completes: readiness fails, the loops are told to stop, and the process
+    /// exits if they have not finished within `SHUTDOWN_TIMEOUT_MS`.
+    fn on_shutdown(
+        &self,
+        shutdown: impl Future<Output = ()> + Send + 'static,
+        stop: watch::Sender<bool>,
+    ) {
+        let stopping = self.stopping.clone();
+        let bound = Duration::from_millis(self.config.common.shutdown_timeout_ms);
+        tokio::spawn(async move {
+            shutdown.await;
+            stopping.store(true, Ordering::SeqCst);
+            tracing::info!("shutdown: finishing the batch in hand");
+            let _ = stop.send(true);
+            tokio::time::sleep(bound).await;
+            tracing::error!(
+                timeout_ms = bound.as_millis() as u64,
+                "shutdown did not finish in time; exiting"
+            );
+            std::process::exit(1);
+        });
     }
 
     /// Waits for the first record, then gathers more for at most `wait` or a full batch.
@@ -242,44 +196,19 @@ impl Persister {
         Some(batch)
     }
 
+    /// Adds a record to the batch, or dead-letters it.
     async fn take(&self, batch: &mut Batch, message: &impl Message) {
-        match decode(message.payload()) {
-            Ok(mut issuance) => {
-                issuance.traceparent = message
-                    .headers()
-                    .and_then(|h| h.iter().find(|h| h.key == "traceparent"))
-                    .and_then(|h| h.value)
-                    .and_then(|v| std::str::from_utf8(v).ok())
-                    .map(str::to_owned);
-                batch.issuances.push(issuance)
-            }
-            Err(poison) => {
-                tracing::warn!(reason = %poison, partition = message.partition(), offset = message.offset(), "dead-lettering a record");
-                self.dead_letters.send(message, &poison.to_string()).await;
-                self.metrics.dead_letters.inc();
-            }
-        }
-        batch
-            .last_offsets
-            .insert(message.partition(), message.offset());
-        if batch.traces.len() < TRACE_LINKS
-            && let Some(headers) = message.headers()
-        {
-            let trace: Vec<(String, Vec<u8>)> = headers
-                .iter()
-                .filter(|h| h.key == "traceparent" || h.key == "tracestate")
-                .filter_map(|h| Some((h.key.to_owned(), h.value?.to_vec())))
-                .collect();
-            if !trace.is_empty() {
-                batch.traces.push(trace);
-            }
+        if let Err(poison) = batch.push(message) {
+            tracing::warn!(reason = %poison, partition = message.partition(), offset = message.offset(), "dead-lettering a record");
+            self.dead_letters.send(message, &poison.to_string()).await;
+            self.metrics.dead_letters.inc();
         }
     }
 
     /// Writes the batch, retrying with backoff while the database fails. The offsets do not
     /// move meanwhile. Returns false only when shutdown interrupted the retries.
     async fn persist(&self, issuances: &[Issuance], mut stop: watch::Receiver<bool>) -> bool {
-        let mut backoff = Duration::from_millis(50);
+        let mut backoff = Backoff::new(Duration::from_millis(50), Duration::from_secs(5));
         if !issuances.is_empty() {
             self.metrics.batch_size.observe(issuances.len() as f64);
         }
@@ -305,14 +234,69 @@ impl Persister {
                         tracing::warn!(error = %e, "writing the batch failed; retrying");
                     }
                     tokio::select! {
-                        () = tokio::time::sleep(backoff) => {}
+                        () = tokio::time::sleep(backoff.next_delay()) => {}
                         () = stopped(&mut stop) => return false,
                     }
-                    backoff = (backoff * 2).min(Duration::from_secs(5));
                 }
             }
         }
     }
+
+    /// Stores the committed batch's offsets, for the next auto-commit.
+    fn store_offsets(&self, last_offsets: &BTreeMap<i32, i64>) {
+        for (&partition, &offset) in last_offsets {
+            if let Err(e) =
+                self.consumer
+                    .store_offset(&self.config.topic_requested, partition, offset)
+            {
+                // The partition was revoked meanwhile; its new owner re-reads and the
+                // ledger de-duplicates.
+                tracing::debug!(error = %e, partition, "offset not stored");
+            }
+        }
+    }
+
+    /// Commits what was stored, synchronously, and leaves the group.
+    fn leave_group(&self) {
+        match self.consumer.commit_consumer_state(CommitMode::Sync) {
+            Ok(()) => {}
+            // Nothing stored since the last commit: nothing to do.
+            Err(rdkafka::error::KafkaError::ConsumerCommit(
+                rdkafka::types::RDKafkaErrorCode::NoOffset,
+            )) => {}
+            Err(e) => tracing::warn!(error = %e, "final offset commit failed"),
+        }
+        self.consumer.unsubscribe();
+    }
+}
+
+/// The group member: manual offset storing, cooperative rebalancing, statistics for the lag.
+fn subscribe(config: &Config, context: Context) -> anyhow::Result<StreamConsumer<Context>> {
+    let consumer: StreamConsumer<Context> = config
+        .kafka
+        .client("coupon-consumer")
+        .set("group.id", &config.group_id)
+        .set("partition.assignment.strategy", "cooperative-sticky")
+        .set("enable.auto.commit", "true")
+        .set("auto.commit.interval.ms", "1000")
+        .set("enable.auto.offset.store", "false")
+        .set("auto.offset.reset", "earliest")
+        .set("socket.nagle.disable", "true")
+        .set("session.timeout.ms", config.session_timeout_ms.to_string())
+        .set(
+            "max.poll.interval.ms",
+            config.max_poll_interval_ms.to_string(),
+        )
+        .set(
+            "statistics.interval.ms",
+            config.statistics_interval_ms.to_string(),
+        )
+        .create_with_context(context)
+        .context("creating the Kafka consumer")?;
+    consumer
+        .subscribe(&[&config.topic_requested])
+        .context("subscribing to TOPIC_ISSUANCE_REQUESTED")?;
+    Ok(consumer)
 }
 
 /// Completes once shutdown began.
@@ -320,18 +304,6 @@ async fn stopped(stop: &mut watch::Receiver<bool>) {
     // An error means the sender is gone, which only happens after it sent `true`.
     let _ = stop.wait_for(|stopped| *stopped).await;
 }
-
-/// Records gathered for one transaction, and the last offset seen per partition.
-#[derive(Default)]
-struct Batch {
-    issuances: Vec<Issuance>,
-    last_offsets: BTreeMap<i32, i64>,
-    /// Trace headers of the first records that carry them: the batch span's parent and links.
-    traces: Vec<Vec<(String, Vec<u8>)>>,
-}
-
-/// Most producer traces one batch span refers to.
-const TRACE_LINKS: usize = 64;
 
 /// What the operations endpoints report about this consumer.
 struct Probe {

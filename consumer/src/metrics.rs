@@ -1,20 +1,16 @@
-//! The consumer's Prometheus metrics and the librdkafka context that feeds the lag figures and
-//! the readiness of the group membership.
-
-use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
+//! The consumer's Prometheus metrics: lag, batches and their transactions, what the ledger
+//! wrote or refused, dead letters, and the effects (outbox, webhooks).
 
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::metrics::histogram::Histogram;
 use prometheus_client::registry::Registry;
-use rdkafka::client::ClientContext;
-use rdkafka::consumer::{ConsumerContext, Rebalance};
 use rdkafka::statistics::Statistics;
 use service::metrics::{Process, latency_histogram, size_histogram};
 
-use crate::store::Written;
+use crate::persist::plan::Rejection;
+use crate::persist::store::Written;
 
 type Label = (&'static str, String);
 type Histograms = Family<[(&'static str, &'static str); 1], Histogram, fn() -> Histogram>;
@@ -52,76 +48,90 @@ impl Metrics {
             outbox_backlog: Gauge::default(),
             notifications: Family::default(),
         };
-        let registry = &mut metrics.registry;
-        metrics.process.register(registry);
+        let mut registry = Registry::default();
+        metrics.process.register(&mut registry);
+        metrics.register_persisting(&mut registry);
+        metrics.register_effects(&mut registry);
+        metrics.registry = registry;
+        metrics
+    }
+
+    /// The group's lag, the batches and what the ledger made of them.
+    fn register_persisting(&self, registry: &mut Registry) {
         registry.register(
             "coupon_consumer_lag_messages",
             "Events not yet consumed, per assigned partition (librdkafka statistics)",
-            metrics.lag.clone(),
+            self.lag.clone(),
         );
         registry.register(
             "coupon_consumer_batch_size",
             "Events per ledger transaction",
-            metrics.batch_size.clone(),
+            self.batch_size.clone(),
         );
         registry.register(
             "coupon_consumer_commit_duration_seconds",
             "Time of one batch's PostgreSQL transaction, commit included",
-            metrics.commit_duration.clone(),
+            self.commit_duration.clone(),
         );
         registry.register(
             "coupon_postgres_duration_seconds",
             "Time per phase of a batch transaction: read (locks, lookups), write, commit",
-            metrics.postgres_duration.clone(),
+            self.postgres_duration.clone(),
         );
         registry.register(
             "coupon_coupons_issued",
             "Coupons written to the ledger",
-            metrics.issued.clone(),
+            self.issued.clone(),
         );
         registry.register(
             "coupon_issuances_rejected",
             "Admissions the ledger refused after the ingress answered 202, by reason",
-            metrics.rejected.clone(),
+            self.rejected.clone(),
         );
         registry.register(
             "coupon_consumer_redelivered",
             "Events of issuances the ledger had already settled (redeliveries)",
-            metrics.redelivered.clone(),
+            self.redelivered.clone(),
         );
         registry.register(
             "coupon_dead_letters",
             "Records sent to the dead-letter topic",
-            metrics.dead_letters.clone(),
+            self.dead_letters.clone(),
         );
+        // Present from the start, so an alert on its increase has a series to compare against.
+        for reason in Rejection::ALL {
+            let _ = self.rejected.get_or_create(&[("reason", reason.as_str())]);
+        }
+    }
+
+    /// The outbox relay and the webhook notifier.
+    fn register_effects(&self, registry: &mut Registry) {
         registry.register(
             "coupon_outbox_published",
             "Outbox events the relay published (coupon.issued)",
-            metrics.outbox_published.clone(),
+            self.outbox_published.clone(),
         );
         registry.register(
             "coupon_outbox_backlog",
             "Outbox rows not yet published",
-            metrics.outbox_backlog.clone(),
+            self.outbox_backlog.clone(),
         );
         registry.register(
             "coupon_notifications",
             "Webhook delivery attempts by result: delivered, retried, dead",
-            metrics.notifications.clone(),
+            self.notifications.clone(),
         );
-        for result in ["delivered", "retried", "dead"] {
-            let _ = metrics.notifications.get_or_create(&[("result", result)]);
+        for result in Delivery::ALL {
+            let _ = self
+                .notifications
+                .get_or_create(&[("result", result.label())]);
         }
-        // Present from the start, so an alert on its increase has a series to compare against.
-        for reason in ["stock-exhausted", "per-user-limit", "unknown-campaign"] {
-            let _ = metrics.rejected.get_or_create(&[("reason", reason)]);
-        }
-        metrics
     }
 
-    pub fn notifications(&self, result: &'static str) {
+    /// Counts one webhook delivery attempt.
+    pub fn notification(&self, result: Delivery) {
         self.notifications
-            .get_or_create(&[("result", result)])
+            .get_or_create(&[("result", result.label())])
             .inc();
     }
 
@@ -145,7 +155,8 @@ impl Metrics {
         service::metrics::render(&self.registry)
     }
 
-    fn record_lag(&self, statistics: &Statistics) {
+    /// The lag of each assigned partition, as the latest statistics report has it.
+    pub(crate) fn record_lag(&self, statistics: &Statistics) {
         self.lag.clear();
         for topic in statistics.topics.values() {
             for (id, partition) in &topic.partitions {
@@ -168,27 +179,25 @@ impl Default for Metrics {
     }
 }
 
-/// The consumer's librdkafka context: statistics become the lag gauges, and the first
-/// rebalance marks the consumer as a member of its group.
-pub struct Context {
-    pub metrics: Arc<Metrics>,
-    pub joined: AtomicBool,
+/// The result of one webhook delivery attempt: the `result` label of `coupon_notifications`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Delivery {
+    /// The receiver answered 2xx.
+    Delivered,
+    /// It failed; another attempt is scheduled.
+    Retried,
+    /// It failed and was the last attempt: the notification is dead.
+    Dead,
 }
 
-impl ClientContext for Context {
-    fn stats(&self, statistics: Statistics) {
-        self.metrics.record_lag(&statistics);
-    }
-}
+impl Delivery {
+    pub const ALL: [Delivery; 3] = [Delivery::Delivered, Delivery::Retried, Delivery::Dead];
 
-impl ConsumerContext for Context {
-    fn post_rebalance(
-        &self,
-        _consumer: &rdkafka::consumer::BaseConsumer<Self>,
-        rebalance: &Rebalance<'_>,
-    ) {
-        if let Rebalance::Assign(_) = rebalance {
-            self.joined.store(true, Ordering::SeqCst);
+    pub fn label(self) -> &'static str {
+        match self {
+            Delivery::Delivered => "delivered",
+            Delivery::Retried => "retried",
+            Delivery::Dead => "dead",
         }
     }
 }

@@ -6,19 +6,18 @@
 //!   cause is fixed (the consumer de-duplicates on the issuance id).
 
 use anyhow::{Context, bail};
+use tokio_postgres::Client;
 use uuid::Uuid;
 
 #[derive(Debug, clap::Args)]
+// The ledger's settings (its only own arguments) are accepted before or after the action:
+// `dead-letters --database-url URL list` and `dead-letters list --database-url URL`.
+#[command(mut_args(|arg| arg.global(true)))]
 pub struct Args {
     #[command(subcommand)]
     action: Action,
-    #[arg(
-        long,
-        env = "DATABASE_URL",
-        default_value = "postgres://postgres@127.0.0.1:5432/coupon",
-        global = true
-    )]
-    database_url: String,
+    #[command(flatten)]
+    postgres: service::PostgresArgs,
 }
 
 #[derive(Debug, clap::Subcommand)]
@@ -39,8 +38,8 @@ enum Action {
     /// Records of the dead-letter topic with their reason; `--replay` produces each again to its
     /// source topic.
     Records {
-        #[arg(long, env = "KAFKA_BROKERS", default_value = "127.0.0.1:9092")]
-        kafka_brokers: String,
+        #[command(flatten)]
+        kafka: service::KafkaArgs,
         #[arg(long, env = "TOPIC_ISSUANCE_DEAD_LETTER", default_value = schema::topics::ISSUANCE_DEAD_LETTER)]
         topic: String,
         #[arg(long)]
@@ -49,72 +48,74 @@ enum Action {
 }
 
 pub async fn run(args: Args) -> anyhow::Result<()> {
-    if let Action::Records {
-        kafka_brokers,
-        topic,
-        replay,
-    } = &args.action
-    {
-        return records(kafka_brokers, topic, *replay).await;
-    }
-    let (client, connection) = tokio_postgres::connect(&args.database_url, tokio_postgres::NoTls)
-        .await
-        .context("connecting to DATABASE_URL")?;
-    tokio::spawn(connection);
-    match args.action {
-        Action::List { limit } => {
-            let rows = client
-                .query(
-                    "SELECT delivery_id, coupon_id, attempts, coalesce(last_error, ''), created_at::text
-                     FROM notifications WHERE status = 'dead' ORDER BY id LIMIT $1",
-                    &[&limit],
-                )
-                .await?;
-            println!("delivery_id\tcoupon_id\tattempts\tlast_error\tcreated_at");
-            for row in &rows {
-                let (delivery, coupon): (Uuid, Uuid) = (row.get(0), row.get(1));
-                let (attempts, error, created): (i32, String, String) =
-                    (row.get(2), row.get(3), row.get(4));
-                println!("{delivery}\t{coupon}\t{attempts}\t{error}\t{created}");
-            }
-            eprintln!("{} dead notification(s)", rows.len());
-        }
-        Action::Show { delivery_id } => {
-            let row = client
-                .query_opt(
-                    "SELECT row_to_json(n)::text FROM notifications n WHERE delivery_id = $1",
-                    &[&delivery_id],
-                )
-                .await?;
-            match row {
-                Some(row) => println!("{}", row.get::<_, String>(0)),
-                None => bail!("no notification {delivery_id}"),
-            }
-        }
+    let db = || async {
+        args.postgres
+            .connect()
+            .await
+            .context("connecting to DATABASE_URL")
+    };
+    match &args.action {
+        Action::List { limit } => list(&db().await?, *limit).await,
+        Action::Show { delivery_id } => show(&db().await?, delivery_id).await,
         Action::Replay { delivery_ids, all } => {
             if delivery_ids.is_empty() && !all {
                 bail!("name delivery ids to replay, or pass --all");
             }
-            let replayed = client
-                .execute(
-                    "UPDATE notifications
-                     SET status = 'pending', attempts = 0, next_attempt_at = now()
-                     WHERE status = 'dead' AND ($1 OR delivery_id = ANY($2))",
-                    &[&all, &delivery_ids],
-                )
-                .await?;
-            println!("replayed {replayed} notification(s)");
+            replay(&db().await?, delivery_ids, *all).await
         }
-        Action::Records { .. } => {}
+        Action::Records {
+            kafka,
+            topic,
+            replay,
+        } => records(kafka, topic, *replay).await,
+    }
+}
+
+async fn list(db: &Client, limit: i64) -> anyhow::Result<()> {
+    let rows = db
+        .query(include_str!("sql/notifications_select_dead.sql"), &[&limit])
+        .await?;
+    println!("delivery_id\tcoupon_id\tattempts\tlast_error\tcreated_at");
+    for row in &rows {
+        let (delivery, coupon): (Uuid, Uuid) = (row.get(0), row.get(1));
+        let (attempts, error, created): (i32, String, String) =
+            (row.get(2), row.get(3), row.get(4));
+        println!("{delivery}\t{coupon}\t{attempts}\t{error}\t{created}");
+    }
+    eprintln!("{} dead notification(s)", rows.len());
+    Ok(())
+}
+
+async fn show(db: &Client, delivery_id: &Uuid) -> anyhow::Result<()> {
+    let row = db
+        .query_opt(
+            include_str!("sql/notifications_select_by_delivery_id.sql"),
+            &[delivery_id],
+        )
+        .await?;
+    match row {
+        Some(row) => println!("{}", row.get::<_, String>(0)),
+        None => bail!("no notification {delivery_id}"),
     }
     Ok(())
 }
 
-async fn records(brokers: &str, topic: &str, replay: bool) -> anyhow::Result<()> {
+async fn replay(db: &Client, delivery_ids: &[Uuid], all: bool) -> anyhow::Result<()> {
+    let replayed = db
+        .execute(
+            include_str!("sql/notifications_update_replay.sql"),
+            &[&all, &delivery_ids],
+        )
+        .await?;
+    println!("replayed {replayed} notification(s)");
+    Ok(())
+}
+
+async fn records(kafka: &service::KafkaArgs, topic: &str, replay: bool) -> anyhow::Result<()> {
     let read = {
-        let (brokers, topic) = (brokers.to_owned(), topic.to_owned());
+        let (kafka, topic) = (kafka.clone(), topic.to_owned());
         tokio::task::spawn_blocking(move || {
-            service::kafka::read_topic(&brokers, &topic, "couponctl-dead-letters")
+            service::kafka::read_topic(&kafka, &topic, "couponctl-dead-letters")
         })
         .await??
     };
@@ -133,16 +134,22 @@ async fn records(brokers: &str, topic: &str, replay: bool) -> anyhow::Result<()>
         );
     }
     eprintln!("{} dead-lettered record(s)", read.len());
-    if !replay {
-        return Ok(());
+    if replay {
+        replay_records(kafka, &read).await?;
     }
-    let producer: rdkafka::producer::FutureProducer = rdkafka::ClientConfig::new()
-        .set("bootstrap.servers", brokers)
-        .set("enable.idempotence", "true")
-        .set("acks", "all")
-        .create()?;
+    Ok(())
+}
+
+/// Produces each dead-lettered record again to its source topic: same key, payload and headers,
+/// less the `dlq-` ones.
+async fn replay_records(
+    kafka: &service::KafkaArgs,
+    read: &[service::kafka::Record],
+) -> anyhow::Result<()> {
+    let producer: rdkafka::producer::FutureProducer =
+        kafka.producer("couponctl-dead-letters").create()?;
     let mut replayed = 0;
-    for record in &read {
+    for record in read {
         let Some(source) = record.header("dlq-source-topic") else {
             eprintln!(
                 "offset {}: no dlq-source-topic header; skipped",

@@ -29,151 +29,103 @@ pub struct Args {
     #[arg(long, default_value_t = 64)]
     concurrency: usize,
     /// Kafka, to show the campaign's lifecycle events.
-    #[arg(long, env = "KAFKA_BROKERS", default_value = "127.0.0.1:9092")]
-    kafka_brokers: String,
+    #[command(flatten)]
+    kafka: service::KafkaArgs,
+    /// The topic of campaign lifecycle events.
     #[arg(long, env = "TOPIC_CAMPAIGN_EVENTS", default_value = schema::topics::CAMPAIGN_EVENTS)]
     topic_campaign_events: String,
 }
 
-struct Answer {
-    status: u16,
-    latency: Duration,
+/// The operator API of the ingress, as the demo's operator.
+struct Api {
+    http: reqwest::Client,
+    base_url: String,
+    admin: String,
+}
+
+impl Api {
+    /// The campaign's operator view: `issued`, `consumer_lag`, `released`, `rejected`, ….
+    async fn campaign(&self, id: &str) -> anyhow::Result<serde_json::Value> {
+        Ok(self
+            .http
+            .get(format!("{}/v1/admin/campaigns/{id}", self.base_url))
+            .bearer_auth(&self.admin)
+            .send()
+            .await?
+            .error_for_status()?
+            .json()
+            .await?)
+    }
+}
+
+/// The burst's answers, by status and latency.
+struct Burst {
+    requests: usize,
+    elapsed: Duration,
+    accepted: usize,
+    duplicate: usize,
+    sold_out: usize,
+    other: usize,
+    /// Sorted, shortest first.
+    latencies: Vec<Duration>,
+}
+
+impl Burst {
+    fn of(answers: Vec<(u16, Duration)>, elapsed: Duration) -> Self {
+        let count = |s: u16| answers.iter().filter(|(status, _)| *status == s).count();
+        let (accepted, duplicate, sold_out) = (count(202), count(409), count(410));
+        let mut latencies: Vec<Duration> = answers.iter().map(|(_, latency)| *latency).collect();
+        latencies.sort_unstable();
+        Burst {
+            requests: answers.len(),
+            elapsed,
+            accepted,
+            duplicate,
+            sold_out,
+            other: answers.len() - accepted - duplicate - sold_out,
+            latencies,
+        }
+    }
+
+    /// The `p` quantile of the latencies in milliseconds (0 when nothing was sent).
+    fn latency_ms(&self, p: f64) -> f64 {
+        let at = (self.latencies.len().saturating_sub(1) as f64 * p) as usize;
+        self.latencies
+            .get(at)
+            .map_or(0.0, |d| d.as_secs_f64() * 1_000.0)
+    }
+}
+
+/// The ledger once it caught up with the burst (or gave up waiting after a minute).
+struct Ledger {
+    issued: usize,
+    view: serde_json::Value,
+    caught_up_after: Duration,
 }
 
 pub async fn run(args: Args) -> anyhow::Result<()> {
-    let http = reqwest::Client::builder()
-        .pool_max_idle_per_host(args.concurrency)
-        .timeout(Duration::from_secs(10))
-        .build()?;
     let now = OffsetDateTime::now_utc().unix_timestamp();
-    let admin = args.secret.mint("demo-operator", true, now)?;
-    let campaign: serde_json::Value = http
-        .post(format!("{}/v1/admin/campaigns", args.base_url))
-        .bearer_auth(&admin)
-        .json(&json!({
-            "name": "demo drop",
-            "total_stock": args.stock,
-            "starts_at": rfc3339(now - 1)?,
-            "ends_at": rfc3339(now + 3600)?,
-            "discount": {"kind": "percent", "value": 10},
-            "coupon_valid_days": 30,
-        }))
-        .send()
-        .await
-        .context("creating the demo campaign")?
-        .error_for_status()?
-        .json()
-        .await?;
-    let id = campaign["id"].as_str().context("campaign id")?.to_owned();
+    let api = Api {
+        http: reqwest::Client::builder()
+            .pool_max_idle_per_host(args.concurrency)
+            .timeout(Duration::from_secs(10))
+            .build()?,
+        base_url: args.base_url.clone(),
+        admin: args.secret.mint("demo-operator", true, now)?,
+    };
+    let id = create_campaign(&api, &args, now).await?;
     println!(
         "campaign {id}: stock {}, {} users, {} repeats",
         args.stock, args.users, args.repeats
     );
-
     // Tokens are minted before the clock starts so signing is not measured.
-    let mut tokens = Vec::with_capacity((args.users + args.repeats) as usize);
-    for n in 0..args.users {
-        tokens.push(
-            args.secret
-                .mint(&format!("demo-{}-{n}", &id[..8]), false, now)?,
-        );
-    }
-    for n in 0..args.repeats.min(args.users) {
-        tokens.push(
-            tokens[(n * (args.users / args.repeats.max(1)).max(1)) as usize % args.users as usize]
-                .clone(),
-        );
-    }
-    let url = format!("{}/v1/campaigns/{id}/issuances", args.base_url);
-    let started = Instant::now();
-    let answers: Vec<Answer> = futures_util::stream::iter(tokens)
-        .map(|token| {
-            let http = http.clone();
-            let url = url.clone();
-            async move {
-                let sent = Instant::now();
-                let status = match http.post(&url).bearer_auth(token).send().await {
-                    Ok(response) => response.status().as_u16(),
-                    Err(_) => 0,
-                };
-                Answer {
-                    status,
-                    latency: sent.elapsed(),
-                }
-            }
-        })
-        .buffer_unordered(args.concurrency)
-        .collect()
-        .await;
-    let elapsed = started.elapsed();
+    let tokens = burst_tokens(&args, &id, now)?;
+    let burst = fire(&api, &id, tokens, args.concurrency).await;
+    let ledger = wait_for_ledger(&api, &id, burst.accepted).await?;
+    print_burst(&burst, &ledger);
+    wait_for_commits(&api, &id, ledger.view).await?;
 
-    let count = |s: u16| answers.iter().filter(|a| a.status == s).count();
-    let (accepted, duplicate, sold_out) = (count(202), count(409), count(410));
-    let other = answers.len() - accepted - duplicate - sold_out;
-    let mut latencies: Vec<Duration> = answers.iter().map(|a| a.latency).collect();
-    latencies.sort_unstable();
-    let pct = |p: f64| latencies[((latencies.len() - 1) as f64 * p) as usize];
-
-    let drain_started = Instant::now();
-    let (issued, view) = loop {
-        let view: serde_json::Value = http
-            .get(format!("{}/v1/admin/campaigns/{id}", args.base_url))
-            .bearer_auth(&admin)
-            .send()
-            .await?
-            .error_for_status()?
-            .json()
-            .await?;
-        let issued = view["issued"].as_u64().unwrap_or(0) as usize;
-        if issued >= accepted || drain_started.elapsed() > Duration::from_secs(60) {
-            break (issued, view);
-        }
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    };
-
-    println!(
-        "requests    {} in {:.2} s ({:.0} requests/s)",
-        answers.len(),
-        elapsed.as_secs_f64(),
-        answers.len() as f64 / elapsed.as_secs_f64()
-    );
-    println!("accepted    {accepted}");
-    println!("duplicate   {duplicate}");
-    println!("sold out    {sold_out}");
-    println!("other       {other}");
-    println!(
-        "persisted   {issued} rows (ledger caught up {:.2} s after the burst)",
-        drain_started.elapsed().as_secs_f64()
-    );
-    println!(
-        "latency     p50 {:.1} ms, p99 {:.1} ms, max {:.1} ms",
-        ms(pct(0.50)),
-        ms(pct(0.99)),
-        ms(pct(1.0))
-    );
-
-    // The group commits its offsets every few seconds after the rows are in: wait for it.
-    let mut view = view;
-    let committed = Instant::now();
-    while view["consumer_lag"] != 0 && committed.elapsed() < Duration::from_secs(15) {
-        tokio::time::sleep(Duration::from_millis(500)).await;
-        view = http
-            .get(format!("{}/v1/admin/campaigns/{id}", args.base_url))
-            .bearer_auth(&admin)
-            .send()
-            .await?
-            .error_for_status()?
-            .json()
-            .await?;
-    }
-    println!(
-        "pipeline    consumer lag {} ({:.1} s later, committed offsets), released {}, rejected {}",
-        view["consumer_lag"],
-        committed.elapsed().as_secs_f64(),
-        view["released"],
-        view["rejected"]
-    );
-    let sold_out = issued >= args.stock as usize;
+    let sold_out = ledger.issued >= args.stock as usize;
     let events = campaign_events(&args, &id, sold_out).await?;
     println!(
         "events      {} on {}",
@@ -184,9 +136,20 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
         },
         args.topic_campaign_events
     );
+    verdict(&args, &burst, ledger.issued, sold_out, &events)
+}
 
+/// A clean drop: exactly the stock (or one per user) accepted and persisted, no other answer,
+/// and a sold-out campaign announced both its opening and its selling out.
+fn verdict(
+    args: &Args,
+    burst: &Burst,
+    issued: usize,
+    sold_out: bool,
+    events: &[String],
+) -> anyhow::Result<()> {
     let expected = args.stock.min(args.users) as usize;
-    if accepted != expected || issued != accepted || other != 0 {
+    if burst.accepted != expected || issued != burst.accepted || burst.other != 0 {
         bail!("expected {expected} accepted and persisted with no errors");
     }
     if sold_out
@@ -196,6 +159,136 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
     {
         bail!("expected the campaign's opened and sold-out events");
     }
+    Ok(())
+}
+
+/// Creates the demo campaign, open from a second ago for an hour; returns its id.
+async fn create_campaign(api: &Api, args: &Args, now: i64) -> anyhow::Result<String> {
+    let at = |unix: i64| -> anyhow::Result<String> {
+        Ok(schema::time::rfc3339(OffsetDateTime::from_unix_timestamp(
+            unix,
+        )?))
+    };
+    let campaign: serde_json::Value = api
+        .http
+        .post(format!("{}/v1/admin/campaigns", api.base_url))
+        .bearer_auth(&api.admin)
+        .json(&json!({
+            "name": "demo drop",
+            "total_stock": args.stock,
+            "starts_at": at(now - 1)?,
+            "ends_at": at(now + 3600)?,
+            "discount": {"kind": "percent", "value": 10},
+            "coupon_valid_days": 30,
+        }))
+        .send()
+        .await
+        .context("creating the demo campaign")?
+        .error_for_status()?
+        .json()
+        .await?;
+    Ok(campaign["id"].as_str().context("campaign id")?.to_owned())
+}
+
+/// One token per distinct user, then the repeaters' tokens again, spread over the users.
+fn burst_tokens(args: &Args, campaign: &str, now: i64) -> anyhow::Result<Vec<String>> {
+    let mut tokens = Vec::with_capacity((args.users + args.repeats) as usize);
+    for n in 0..args.users {
+        tokens.push(
+            args.secret
+                .mint(&format!("demo-{}-{n}", &campaign[..8]), false, now)?,
+        );
+    }
+    let stride = (args.users / args.repeats.max(1)).max(1);
+    for n in 0..args.repeats.min(args.users) {
+        tokens.push(tokens[(n * stride) as usize % args.users as usize].clone());
+    }
+    Ok(tokens)
+}
+
+/// Sends one issuance request per token, `concurrency` at a time.
+async fn fire(api: &Api, campaign: &str, tokens: Vec<String>, concurrency: usize) -> Burst {
+    let url = format!("{}/v1/campaigns/{campaign}/issuances", api.base_url);
+    let started = Instant::now();
+    let answers: Vec<(u16, Duration)> = futures_util::stream::iter(tokens)
+        .map(|token| {
+            let (http, url) = (api.http.clone(), url.clone());
+            async move {
+                let sent = Instant::now();
+                let status = match http.post(&url).bearer_auth(token).send().await {
+                    Ok(response) => response.status().as_u16(),
+                    Err(_) => 0,
+                };
+                (status, sent.elapsed())
+            }
+        })
+        .buffer_unordered(concurrency)
+        .collect()
+        .await;
+    Burst::of(answers, started.elapsed())
+}
+
+/// Polls the campaign until the ledger holds a coupon per accepted request, for up to a minute.
+async fn wait_for_ledger(api: &Api, campaign: &str, accepted: usize) -> anyhow::Result<Ledger> {
+    let started = Instant::now();
+    loop {
+        let view = api.campaign(campaign).await?;
+        let issued = view["issued"].as_u64().unwrap_or(0) as usize;
+        if issued >= accepted || started.elapsed() > Duration::from_secs(60) {
+            let caught_up_after = started.elapsed();
+            return Ok(Ledger {
+                issued,
+                view,
+                caught_up_after,
+            });
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+fn print_burst(burst: &Burst, ledger: &Ledger) {
+    println!(
+        "requests    {} in {:.2} s ({:.0} requests/s)",
+        burst.requests,
+        burst.elapsed.as_secs_f64(),
+        burst.requests as f64 / burst.elapsed.as_secs_f64()
+    );
+    println!("accepted    {}", burst.accepted);
+    println!("duplicate   {}", burst.duplicate);
+    println!("sold out    {}", burst.sold_out);
+    println!("other       {}", burst.other);
+    println!(
+        "persisted   {} rows (ledger caught up {:.2} s after the burst)",
+        ledger.issued,
+        ledger.caught_up_after.as_secs_f64()
+    );
+    println!(
+        "latency     p50 {:.1} ms, p99 {:.1} ms, max {:.1} ms",
+        burst.latency_ms(0.50),
+        burst.latency_ms(0.99),
+        burst.latency_ms(1.0)
+    );
+}
+
+/// The group commits its offsets every few seconds after the rows are in: waits up to 15 s for
+/// the campaign's consumer lag to reach 0, then prints the pipeline's figures.
+async fn wait_for_commits(
+    api: &Api,
+    campaign: &str,
+    mut view: serde_json::Value,
+) -> anyhow::Result<()> {
+    let started = Instant::now();
+    while view["consumer_lag"] != 0 && started.elapsed() < Duration::from_secs(15) {
+        tokio::time::sleep(Duration::from_millis(500)).await;
+        view = api.campaign(campaign).await?;
+    }
+    println!(
+        "pipeline    consumer lag {} ({:.1} s later, committed offsets), released {}, rejected {}",
+        view["consumer_lag"],
+        started.elapsed().as_secs_f64(),
+        view["released"],
+        view["rejected"]
+    );
     Ok(())
 }
 
@@ -210,12 +303,9 @@ async fn campaign_events(
     use schema::proto::campaign_event::Kind;
     let started = Instant::now();
     loop {
-        let (brokers, topic) = (
-            args.kafka_brokers.clone(),
-            args.topic_campaign_events.clone(),
-        );
+        let (kafka, topic) = (args.kafka.clone(), args.topic_campaign_events.clone());
         let records = tokio::task::spawn_blocking(move || {
-            service::kafka::read_topic(&brokers, &topic, "couponctl-demo")
+            service::kafka::read_topic(&kafka, &topic, "couponctl-demo")
         })
         .await??;
         let mut kinds = Vec::new();
@@ -240,13 +330,4 @@ async fn campaign_events(
         }
         tokio::time::sleep(Duration::from_millis(500)).await;
     }
-}
-
-fn ms(d: Duration) -> f64 {
-    d.as_secs_f64() * 1_000.0
-}
-
-fn rfc3339(unix: i64) -> anyhow::Result<String> {
-    Ok(OffsetDateTime::from_unix_timestamp(unix)?
-        .format(&time::format_description::well_known::Rfc3339)?)
 }

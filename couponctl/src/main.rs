@@ -1,10 +1,8 @@
-//! `couponctl`: the operator commands of the coupon pipeline, one subcommand each.
+//! `couponctl`: the operator commands of the coupon pipeline (SPEC section 7), one subcommand
+//! each. It ships in every image; the benchmark's tools are `coupon-bench`, which ships in none.
 
-mod backlog;
-mod ceiling;
 mod dead_letters;
 mod demo;
-mod load;
 mod migrate;
 mod tokens;
 mod topics;
@@ -31,17 +29,12 @@ enum Command {
     /// Check the invariants per campaign against Redis, PostgreSQL and the consumer lag
     /// (read-only); `--repair` re-seeds lost campaigns and fixes drifted counters when quiet.
     Verify(verify::Args),
-    /// Open-loop load generator for the benchmark: one JSON line of results.
-    Load(load::Args),
     /// Print a development HS256 token (for curl and scripts against a local stack).
     Token(TokenArgs),
-    /// Produce N requested-issuance events for a campaign straight to Kafka (benchmark backlog).
-    Backlog(backlog::Args),
-    /// The benchmark's ceiling: a trivial HTTP server answering 202.
-    Ceiling(ceiling::Args),
     /// Create a demo campaign, fire a burst of distinct users at the ingress, print a summary.
     Demo(demo::Args),
-    /// Dead-lettered webhook notifications: list, show, replay.
+    /// What the pipeline set aside: dead webhook notifications (list, show, replay) and the
+    /// records of the Kafka dead-letter topic (records, with --replay).
     DeadLetters(dead_letters::Args),
 }
 
@@ -64,13 +57,15 @@ async fn main() -> anyhow::Result<()> {
     let matches = service::config::parse_matches(Cli::command(), std::env::args_os())
         .unwrap_or_else(|failure| service::config::exit(failure));
     let cli = Cli::from_arg_matches(&matches).unwrap_or_else(|e| e.exit());
+    // The Kafka pass-through is refused here as in the services, whichever command runs.
+    let kafka = service::kafka::Properties::from_env();
+    if !kafka.problems().is_empty() {
+        service::config::exit(service::config::Failure::Invalid(kafka.problems().to_vec()));
+    }
     match cli.command {
         Command::Migrate(args) => migrate::run(args).await,
         Command::Topics(args) => topics::run(args).await,
         Command::Demo(args) => demo::run(args).await,
-        Command::Load(args) => load::run(args).await,
-        Command::Backlog(args) => backlog::run(args).await,
-        Command::Ceiling(args) => ceiling::run(args).await,
         Command::Token(args) => {
             let now = time::OffsetDateTime::now_utc().unix_timestamp();
             println!("{}", args.secret.mint(&args.sub, args.admin, now)?);

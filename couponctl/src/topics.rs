@@ -3,15 +3,14 @@
 use std::time::Duration;
 
 use anyhow::Context;
-use rdkafka::ClientConfig;
 use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
 use rdkafka::client::DefaultClientContext;
 use rdkafka::types::RDKafkaErrorCode;
 
 #[derive(Debug, clap::Args)]
 pub struct Args {
-    #[arg(long, env = "KAFKA_BROKERS", default_value = "127.0.0.1:9092")]
-    kafka_brokers: String,
+    #[command(flatten)]
+    kafka: service::KafkaArgs,
 
     /// Partitions of the requested-issuance topic: the ceiling on consumer pods.
     #[arg(long, env = "TOPIC_PARTITIONS", default_value_t = 12)]
@@ -32,8 +31,9 @@ pub struct Args {
 }
 
 pub async fn run(args: Args) -> anyhow::Result<()> {
-    let admin: AdminClient<DefaultClientContext> = ClientConfig::new()
-        .set("bootstrap.servers", &args.kafka_brokers)
+    let admin: AdminClient<DefaultClientContext> = args
+        .kafka
+        .client("couponctl-topics")
         .create()
         .context("creating the Kafka admin client")?;
     let replication = || TopicReplication::Fixed(args.replication);

@@ -6,8 +6,7 @@ use std::time::Duration;
 use anyhow::{Context, bail};
 use gate::Gate;
 use gate::reconcile::{self, CampaignReport};
-use rdkafka::ClientConfig;
-use rdkafka::consumer::{BaseConsumer, Consumer};
+use rdkafka::consumer::BaseConsumer;
 use schema::ids::CampaignId;
 
 #[derive(Debug, clap::Args)]
@@ -19,18 +18,12 @@ pub struct Args {
     /// gate's counters to the ledger's figures.
     #[arg(long)]
     repair: bool,
-    #[arg(
-        long,
-        env = "DATABASE_URL",
-        default_value = "postgres://postgres@127.0.0.1:5432/coupon"
-    )]
-    database_url: String,
-    #[arg(long, env = "REDIS_URL", default_value = "redis://127.0.0.1:6379/0")]
-    redis_url: String,
-    #[arg(long, env = "REDIS_KEY_PREFIX", default_value = "coupon:")]
-    redis_key_prefix: String,
-    #[arg(long, env = "KAFKA_BROKERS", default_value = "127.0.0.1:9092")]
-    kafka_brokers: String,
+    #[command(flatten)]
+    postgres: service::PostgresArgs,
+    #[command(flatten)]
+    redis: service::RedisArgs,
+    #[command(flatten)]
+    kafka: service::KafkaArgs,
     #[arg(long, env = "CONSUMER_GROUP", default_value = "coupon-persister")]
     group_id: String,
     #[arg(long, env = "TOPIC_ISSUANCE_REQUESTED", default_value = schema::topics::ISSUANCE_REQUESTED)]
@@ -38,13 +31,14 @@ pub struct Args {
 }
 
 pub async fn run(args: Args) -> anyhow::Result<()> {
-    let (db, connection) = tokio_postgres::connect(&args.database_url, tokio_postgres::NoTls)
+    let db = args
+        .postgres
+        .connect()
         .await
         .context("connecting to DATABASE_URL")?;
-    tokio::spawn(connection);
     let gate = Gate::connect(
-        &args.redis_url,
-        &args.redis_key_prefix,
+        &args.redis.url,
+        &args.redis.key_prefix,
         Duration::from_secs(5),
         Duration::from_secs(7),
     )
@@ -59,10 +53,7 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
     let campaigns: Vec<CampaignId> = match &args.campaign {
         Some(id) => vec![id.parse().context("--campaign")?],
         None => db
-            .query(
-                "SELECT id FROM campaigns WHERE ends_at > now() - interval '1 day' ORDER BY id",
-                &[],
-            )
+            .query(include_str!("sql/campaigns_select_live.sql"), &[])
             .await?
             .iter()
             .map(|row| CampaignId(row.get(0)))
@@ -113,37 +104,13 @@ async fn repair(
 
 /// Records on the topic the consumer group has not committed yet, over all partitions.
 async fn consumer_lag(args: &Args) -> anyhow::Result<i64> {
-    let brokers = args.kafka_brokers.clone();
-    let group = args.group_id.clone();
+    let reader: BaseConsumer = args
+        .kafka
+        .reader("couponctl-verify", &args.group_id)
+        .create()?;
     let topic = args.topic_requested.clone();
-    tokio::task::spawn_blocking(move || {
-        let consumer: BaseConsumer = ClientConfig::new()
-            .set("bootstrap.servers", &brokers)
-            .set("group.id", &group)
-            .set("enable.auto.commit", "false")
-            .create()?;
-        let timeout = Duration::from_secs(10);
-        let metadata = consumer.fetch_metadata(Some(&topic), timeout)?;
-        let partitions: Vec<i32> = metadata
-            .topics()
-            .iter()
-            .flat_map(|t| t.partitions().iter().map(|p| p.id()))
-            .collect();
-        let mut assignment = rdkafka::TopicPartitionList::new();
-        for p in &partitions {
-            assignment.add_partition(&topic, *p);
-        }
-        let committed = consumer.committed_offsets(assignment, timeout)?;
-        let mut lag = 0;
-        for p in partitions {
-            let (low, high) = consumer.fetch_watermarks(&topic, p, timeout)?;
-            let done = match committed.find_partition(&topic, p).map(|e| e.offset()) {
-                Some(rdkafka::Offset::Offset(offset)) => offset,
-                _ => low,
-            };
-            lag += (high - done).max(0);
-        }
-        Ok(lag)
+    Ok(tokio::task::spawn_blocking(move || {
+        service::kafka::group_lag(&reader, &topic, Duration::from_secs(10))
     })
-    .await?
+    .await??)
 }

@@ -12,21 +12,15 @@ pub struct Config {
     #[arg(long, env = "INGRESS_LISTEN", default_value = "127.0.0.1:8080")]
     pub listen: SocketAddr,
 
-    /// Redis holding stock, holders and admissions (the gate).
-    #[arg(long, env = "REDIS_URL", default_value = "redis://127.0.0.1:6379/0")]
-    pub redis_url: String,
-
-    /// Prefix of every Redis key, so several deployments (or test runs) share one Redis.
-    #[arg(long, env = "REDIS_KEY_PREFIX", default_value = "coupon:")]
-    pub redis_key_prefix: String,
+    #[command(flatten)]
+    pub redis: service::RedisArgs,
 
     /// How long one Redis command may take before the request fails with 503.
     #[arg(long, env = "REDIS_TIMEOUT_MS", default_value_t = 1_000)]
     pub redis_timeout_ms: u64,
 
-    /// Kafka bootstrap servers.
-    #[arg(long, env = "KAFKA_BROKERS", default_value = "127.0.0.1:9092")]
-    pub kafka_brokers: String,
+    #[command(flatten)]
+    pub kafka: service::KafkaArgs,
 
     /// Topic of requested issuances.
     #[arg(long, env = "TOPIC_ISSUANCE_REQUESTED", default_value = schema::topics::ISSUANCE_REQUESTED)]
@@ -60,12 +54,8 @@ pub struct Config {
     pub reconcile_interval_ms: u64,
 
     /// PostgreSQL, used by operator routes and issuance status reads (never by the issuance path).
-    #[arg(
-        long,
-        env = "DATABASE_URL",
-        default_value = "postgres://postgres@127.0.0.1:5432/coupon"
-    )]
-    pub database_url: String,
+    #[command(flatten)]
+    pub postgres: service::PostgresArgs,
 
     /// Largest number of pooled PostgreSQL connections.
     #[arg(long, env = "DATABASE_POOL_SIZE", default_value_t = 8)]
@@ -183,6 +173,21 @@ impl service::Validate for Config {
     fn validate(&self) -> Result<(), Vec<String>> {
         let mut problems = Vec::new();
         self.common.problems(&mut problems);
+        self.kafka.problems(&mut problems);
+        self.http_problems(&mut problems);
+        self.auth_problems(&mut problems);
+        self.dependency_problems(&mut problems);
+        if problems.is_empty() {
+            Ok(())
+        } else {
+            Err(problems)
+        }
+    }
+}
+
+impl Config {
+    /// The listener, its limits and the shutdown delay.
+    fn http_problems(&self, problems: &mut Vec<String>) {
         if self.consumer_group.is_empty() {
             problems.push("CONSUMER_GROUP must not be empty".to_owned());
         }
@@ -220,11 +225,18 @@ impl service::Validate for Config {
                 "RATE_LIMIT_IP_BURST must be positive when the address limit is on".to_owned(),
             );
         }
-        if self.jwt_issuer.as_deref() == Some("") || self.jwt_audience.as_deref() == Some("") {
-            problems.push("JWT_ISSUER and JWT_AUDIENCE must not be empty when set".to_owned());
-        }
         if self.shutdown_delay_ms > 300_000 {
             problems.push("SHUTDOWN_DELAY_MS must be at most 300000".to_owned());
+        }
+        if !(64..=1 << 20).contains(&self.max_body_bytes) {
+            problems.push("INGRESS_MAX_BODY_BYTES must be between 64 and 1048576".to_owned());
+        }
+    }
+
+    /// Tokens and where their keys come from.
+    fn auth_problems(&self, problems: &mut Vec<String>) {
+        if self.jwt_issuer.as_deref() == Some("") || self.jwt_audience.as_deref() == Some("") {
+            problems.push("JWT_ISSUER and JWT_AUDIENCE must not be empty when set".to_owned());
         }
         if self.jwt_leeway_secs > 30 {
             problems.push("JWT_LEEWAY_SECS must be at most 30".to_owned());
@@ -233,7 +245,7 @@ impl service::Validate for Config {
             problems.push("JWT_JWKS_FILE and JWT_JWKS_URL exclude each other".to_owned());
         }
         if let Some(url) = &self.jwks_url
-            && !crate::auth::jwks_url_is_allowed(url)
+            && !crate::http::auth::jwks_url_is_allowed(url)
         {
             problems.push("JWT_JWKS_URL must be https:// (or http:// to localhost)".to_owned());
         }
@@ -243,6 +255,10 @@ impl service::Validate for Config {
         if self.jwks_file.is_none() && self.jwks_url.is_none() && self.jwt_hs256_secret.len() < 8 {
             problems.push("JWT_HS256_SECRET must be at least 8 bytes".to_owned());
         }
+    }
+
+    /// Redis, Kafka, PostgreSQL and the journal.
+    fn dependency_problems(&self, problems: &mut Vec<String>) {
         if !(100..=300_000).contains(&self.kafka_message_timeout_ms) {
             problems.push("KAFKA_MESSAGE_TIMEOUT_MS must be between 100 and 300000".to_owned());
         }
@@ -264,18 +280,8 @@ impl service::Validate for Config {
         if self.database_pool_size == 0 {
             problems.push("DATABASE_POOL_SIZE must be positive".to_owned());
         }
-        if !(64..=1 << 20).contains(&self.max_body_bytes) {
-            problems.push("INGRESS_MAX_BODY_BYTES must be between 64 and 1048576".to_owned());
-        }
-        if problems.is_empty() {
-            Ok(())
-        } else {
-            Err(problems)
-        }
     }
-}
 
-impl Config {
     pub fn redis_timeout(&self) -> Duration {
         Duration::from_millis(self.redis_timeout_ms)
     }

@@ -7,16 +7,16 @@
 //! re-opening single units after it would reward whoever keeps polling, and the user's slot in
 //! the gate stays taken either way.
 
+use schema::campaign::CouponStatus;
 use serde::{Deserialize, Serialize};
 use time::OffsetDateTime;
 use tokio_postgres::Row;
 use uuid::Uuid;
 
 use crate::App;
-use crate::auth::Principal;
-use crate::campaigns::db_problem;
-use crate::paging::{self, Page};
-use crate::problem::Problem;
+use crate::http::auth::Principal;
+use crate::http::paging::{self, Page};
+use crate::http::problem::Problem;
 
 /// A coupon as its owner sees it.
 #[derive(Debug, Serialize)]
@@ -25,7 +25,7 @@ pub struct CouponView {
     pub campaign_id: Uuid,
     pub code: String,
     /// `issued`, `redeemed`, `expired` (issued and past `expires_at`) or `cancelled`.
-    pub status: String,
+    pub status: CouponStatus,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub order_id: Option<String>,
     #[serde(with = "time::serde::rfc3339")]
@@ -45,12 +45,14 @@ pub struct CouponView {
 }
 
 impl CouponView {
-    fn of(row: &Row) -> Result<CouponView, tokio_postgres::Error> {
+    fn of(row: &Row) -> Result<CouponView, Problem> {
         let expires_at: OffsetDateTime = row.try_get("expires_at")?;
-        let mut status: String = row.try_get("status")?;
-        if status == "issued" && expires_at <= OffsetDateTime::now_utc() {
-            status = "expired".to_owned();
-        }
+        let status = CouponStatus::at(
+            row.try_get("status")?,
+            expires_at,
+            OffsetDateTime::now_utc(),
+        )
+        .ok_or(Problem::Internal)?;
         Ok(CouponView {
             coupon_id: row.try_get("id")?,
             campaign_id: row.try_get("campaign_id")?,
@@ -75,21 +77,18 @@ pub async fn mine(
     let db = app.db().await?;
     let statement = db
         .prepare_cached(include_str!("sql/coupons_select_by_user.sql"))
-        .await
-        .map_err(db_problem)?;
+        .await?;
     let (after_at, after_id) = after.unzip();
     let rows = db
         .query(
             &statement,
             &[&caller.user.as_str(), &after_at, &after_id, &(limit + 1)],
         )
-        .await
-        .map_err(db_problem)?;
+        .await?;
     let items = rows
         .iter()
         .map(CouponView::of)
-        .collect::<Result<Vec<_>, _>>()
-        .map_err(db_problem)?;
+        .collect::<Result<Vec<_>, _>>()?;
     Ok(paging::page(items, limit, |c| (c.issued_at, c.coupon_id)))
 }
 
@@ -132,29 +131,21 @@ async fn update_for_order(
     update: &'static str,
 ) -> Result<ForOrder, Problem> {
     let db = app.db().await?;
-    let statement = db.prepare_cached(update).await.map_err(db_problem)?;
+    let statement = db.prepare_cached(update).await?;
     let user = caller.user.as_str();
-    if let Some(row) = db
-        .query_opt(&statement, &[&coupon, &user, &order])
-        .await
-        .map_err(db_problem)?
-    {
-        return CouponView::of(&row)
-            .map(ForOrder::Changed)
-            .map_err(db_problem);
+    if let Some(row) = db.query_opt(&statement, &[&coupon, &user, &order]).await? {
+        return CouponView::of(&row).map(ForOrder::Changed);
     }
     let select = db
-        .prepare_cached(include_str!("sql/coupon_select_for_owner.sql"))
-        .await
-        .map_err(db_problem)?;
+        .prepare_cached(include_str!("sql/coupons_select_by_id_and_user.sql"))
+        .await?;
     let row = db
         .query_opt(&select, &[&coupon, &user])
-        .await
-        .map_err(db_problem)?
+        .await?
         .ok_or(Problem::NotFound("unknown coupon"))?;
     Ok(ForOrder::Unchanged {
-        view: CouponView::of(&row).map_err(db_problem)?,
-        refunded: row.try_get("refunded_order_id").map_err(db_problem)?,
+        view: CouponView::of(&row)?,
+        refunded: row.try_get("refunded_order_id")?,
     })
 }
 
@@ -168,18 +159,18 @@ pub async fn redeem(
     body: &[u8],
 ) -> Result<CouponView, Problem> {
     let order = order_of(body)?;
-    let update = include_str!("sql/coupon_update_redeem.sql");
+    let update = include_str!("sql/coupons_update_redeem_by_id.sql");
     let view = match update_for_order(app, caller, coupon, &order, update).await? {
         ForOrder::Changed(view) => return Ok(view),
         ForOrder::Unchanged { view, .. } => view,
     };
-    match view.status.as_str() {
-        "redeemed" if view.order_id.as_deref() == Some(order.as_str()) => Ok(view),
-        "redeemed" => Err(Problem::CouponRedeemed),
-        "expired" => Err(Problem::CouponExpired),
-        "cancelled" => Err(Problem::CouponCancelled),
+    match view.status {
+        CouponStatus::Redeemed if view.order_id.as_deref() == Some(order.as_str()) => Ok(view),
+        CouponStatus::Redeemed => Err(Problem::CouponRedeemed),
+        CouponStatus::Expired => Err(Problem::CouponExpired),
+        CouponStatus::Cancelled => Err(Problem::CouponCancelled),
         // Issued and unexpired, yet the update missed it: it expired in between. Say so.
-        _ => Err(Problem::CouponExpired),
+        CouponStatus::Issued => Err(Problem::CouponExpired),
     }
 }
 
@@ -193,14 +184,18 @@ pub async fn refund(
     body: &[u8],
 ) -> Result<CouponView, Problem> {
     let order = order_of(body)?;
-    let update = include_str!("sql/coupon_update_refund.sql");
+    let update = include_str!("sql/coupons_update_refund_by_id.sql");
     let (view, refunded) = match update_for_order(app, caller, coupon, &order, update).await? {
         ForOrder::Changed(view) => return Ok(view),
         ForOrder::Unchanged { view, refunded } => (view, refunded),
     };
-    match view.status.as_str() {
-        "cancelled" => Err(Problem::CouponCancelled),
-        "issued" | "expired" if refunded.as_deref() == Some(order.as_str()) => Ok(view),
+    match view.status {
+        CouponStatus::Cancelled => Err(Problem::CouponCancelled),
+        CouponStatus::Issued | CouponStatus::Expired
+            if refunded.as_deref() == Some(order.as_str()) =>
+        {
+            Ok(view)
+        }
         _ => Err(Problem::NotRedeemedByOrder),
     }
 }
@@ -210,33 +205,25 @@ pub async fn refund(
 pub async fn cancel(app: &App, coupon: Uuid) -> Result<CouponView, Problem> {
     let db = app.db().await?;
     let update = db
-        .prepare_cached(include_str!("sql/coupon_update_cancel.sql"))
-        .await
-        .map_err(db_problem)?;
-    if let Some(row) = db
-        .query_opt(&update, &[&coupon])
-        .await
-        .map_err(db_problem)?
-    {
-        return CouponView::of(&row).map_err(db_problem);
+        .prepare_cached(include_str!("sql/coupons_update_cancel_by_id.sql"))
+        .await?;
+    if let Some(row) = db.query_opt(&update, &[&coupon]).await? {
+        return CouponView::of(&row);
     }
     let select = db
-        .prepare_cached(include_str!("sql/coupon_select_by_coupon_id.sql"))
-        .await
-        .map_err(db_problem)?;
+        .prepare_cached(include_str!("sql/coupons_select_by_id.sql"))
+        .await?;
     let row = db
         .query_opt(&select, &[&coupon])
-        .await
-        .map_err(db_problem)?
+        .await?
         .ok_or(Problem::NotFound("unknown coupon"))?;
-    let view = CouponView::of(&row).map_err(db_problem)?;
-    match view.status.as_str() {
-        "cancelled" => Ok(view),
-        "redeemed" => Err(Problem::CouponRedeemed),
+    let view = CouponView::of(&row)?;
+    match view.status {
+        CouponStatus::Cancelled => Ok(view),
+        CouponStatus::Redeemed => Err(Problem::CouponRedeemed),
         // Issued a moment ago and redeemed or cancelled in between: ask again.
-        _ => Err(Problem::Unavailable {
-            detail: "the coupon changed while cancelling it; send the request again",
-            retry_after_secs: 1,
-        }),
+        _ => Err(Problem::unavailable(
+            "the coupon changed while cancelling it; send the request again",
+        )),
     }
 }

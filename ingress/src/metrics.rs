@@ -67,7 +67,15 @@ impl Metrics {
             shed: Counter::default(),
             jwks_refreshes: Gauge::default(),
         };
-        let registry = &mut metrics.registry;
+        let mut registry = Registry::default();
+        metrics.register(&mut registry);
+        metrics.registry = registry;
+        metrics
+    }
+
+    /// Names and explains every series in the registry.
+    fn register(&self, registry: &mut Registry) {
+        let metrics = self;
         metrics.process.register(registry);
         registry.register(
             "coupon_http_requests",
@@ -129,7 +137,6 @@ impl Metrics {
             "Re-reads of the JWKS prompted by unknown key ids since start",
             metrics.jwks_refreshes.clone(),
         );
-        metrics
     }
 
     pub fn request(&self, route: &'static str, status: u16, started: Instant) {

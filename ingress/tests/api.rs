@@ -1,15 +1,13 @@
-//! The ingress and the whole pipeline on the real Redis, Kafka and PostgreSQL.
+//! The ingress's HTTP API, with the ingress (and, where a test needs coupons, the consumer)
+//! running in this process on the real Redis, Kafka and PostgreSQL (`support::Stack`).
+//! Suites that span processes are in the `e2e` crate.
 
 #![allow(clippy::unwrap_used)] // a failed unwrap is a failed test
 
 mod campaigns;
 mod coupons;
-mod events;
-mod faults;
-mod loadtest;
 mod openapi;
-mod operations;
-mod outbox;
+mod produced;
 mod security;
 mod support;
 
@@ -36,7 +34,7 @@ async fn accepted_request_becomes_a_coupon_and_reads_as_issued() {
     assert_eq!(body["campaign_id"], campaign.as_str());
     assert_eq!(location, format!("/v1/issuances/{issuance}"));
 
-    stack.wait_for_coupons(&campaign, 1).await;
+    stack.fixture.wait_for_coupons(&campaign, 1).await;
     let status: Value = stack.status(&issuance, "alice").await.json().await.unwrap();
     assert_eq!(status["status"], "issued");
     assert_eq!(status["coupon"]["seq"], 1);
@@ -67,7 +65,7 @@ async fn a_repeat_by_the_same_user_gets_409_with_the_same_issuance_id() {
     let problem: Value = again.json().await.unwrap();
     assert_eq!(problem["type"], "/problems/already-issued");
     assert_eq!(problem["issuance_id"], first["issuance_id"]);
-    stack.wait_for_coupons(&campaign, 1).await;
+    stack.fixture.wait_for_coupons(&campaign, 1).await;
     assert_eq!(stack.admin_campaign(&campaign).await["remaining"], 4);
 }
 
@@ -89,7 +87,7 @@ async fn per_user_limit_above_one_issues_numbered_coupons() {
         .await
         .unwrap();
     assert_eq!(third["issuance_id"].as_str(), Some(ids[1].as_str()));
-    stack.wait_for_coupons(&campaign, 2).await;
+    stack.fixture.wait_for_coupons(&campaign, 2).await;
     let db = stack.fixture.db().await;
     let seqs: Vec<i32> = db
         .query(
@@ -120,7 +118,7 @@ async fn stock_of_ten_among_twenty_five_users_accepts_exactly_ten() {
         }
     }
     assert_eq!(statuses, HashMap::from([(202, 10), (410, 15)]));
-    stack.wait_for_coupons(&campaign, 10).await;
+    stack.fixture.wait_for_coupons(&campaign, 10).await;
     assert_eq!(stack.admin_campaign(&campaign).await["remaining"], 0);
 }
 
@@ -171,7 +169,7 @@ async fn concurrent_burst_never_oversells_nor_duplicates() {
         }
     }
 
-    stack.wait_for_coupons(&campaign, 1_000).await;
+    stack.fixture.wait_for_coupons(&campaign, 1_000).await;
     let db = stack.fixture.db().await;
     let distinct: i64 = db
         .query_one("SELECT count(DISTINCT user_id) FROM coupons", &[])
@@ -197,14 +195,14 @@ async fn outside_the_window_is_403_and_reserves_nothing() {
     let over = stack
         .campaign_with_window(5, 1, now - 2 * hour, now - hour)
         .await;
-    let before = stack.footprint().await;
+    let before = stack.fixture.footprint().await;
     for campaign in [&later, &over] {
         let response = stack.request(campaign, "dave").await;
         assert_eq!(response.status(), 403);
         let problem: Value = response.json().await.unwrap();
         assert_eq!(problem["type"], "/problems/campaign-not-open");
     }
-    assert_eq!(stack.footprint().await, before);
+    assert_eq!(stack.fixture.footprint().await, before);
     assert_eq!(stack.admin_campaign(&later).await["remaining"], 5);
 }
 
@@ -212,7 +210,7 @@ async fn outside_the_window_is_403_and_reserves_nothing() {
 async fn bad_input_gets_a_clear_4xx_and_changes_nothing() {
     let stack = Stack::ingress_only().await;
     let campaign = stack.open_campaign(5, 1).await;
-    let before = stack.footprint().await;
+    let before = stack.fixture.footprint().await;
     let url = format!("{}/v1/campaigns/{campaign}/issuances", stack.base);
     let post = |auth: Option<String>| {
         let request = stack.http.post(&url);
@@ -337,7 +335,7 @@ async fn bad_input_gets_a_clear_4xx_and_changes_nothing() {
         assert_eq!(response.status(), 400, "{body}");
     }
 
-    assert_eq!(stack.footprint().await, before);
+    assert_eq!(stack.fixture.footprint().await, before);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -488,7 +486,7 @@ async fn an_admission_whose_event_was_never_produced_is_rolled_forward() {
     let campaign = stack.open_campaign(5, 1).await;
     let issuance = stack.reserve_without_event(&campaign, "orphan").await;
 
-    stack.wait_for_coupons(&campaign, 1).await;
+    stack.fixture.wait_for_coupons(&campaign, 1).await;
     stack.wait_for_empty_journal(&campaign).await;
     let status: Value = stack
         .status(&issuance.to_string(), "orphan")
@@ -521,7 +519,7 @@ async fn a_campaign_the_gate_lost_is_reseeded_from_the_ledger() {
     for user in ["kim", "lee", "park"] {
         assert_eq!(stack.request(&campaign, user).await.status(), 202);
     }
-    stack.wait_for_coupons(&campaign, 3).await;
+    stack.fixture.wait_for_coupons(&campaign, 3).await;
     stack.wait_for_empty_journal(&campaign).await;
 
     let mut redis = stack.fixture.redis().await;
@@ -545,5 +543,5 @@ async fn a_campaign_the_gate_lost_is_reseeded_from_the_ledger() {
     assert_eq!(stack.request(&campaign, "choi").await.status(), 202);
     assert_eq!(stack.request(&campaign, "jung").await.status(), 202);
     assert_eq!(stack.request(&campaign, "kang").await.status(), 410);
-    stack.wait_for_coupons(&campaign, 5).await;
+    stack.fixture.wait_for_coupons(&campaign, 5).await;
 }

@@ -1,5 +1,12 @@
-//! Kafka records as this pipeline writes and reads them: the headers every event carries, and
+//! Kafka as every binary uses it: building clients ([`KafkaArgs`], with the operator's
+//! librdkafka pass-through), a group's lag ([`group_lag`]), the headers every event carries, and
 //! reading a topic from its start to its end (operator commands and tests).
+
+mod client;
+mod lag;
+
+pub use client::{ClientBuilder, GUARDED, KafkaArgs, PROPERTY_PREFIX, Properties};
+pub use lag::{behind, group_lag};
 
 use std::collections::HashMap;
 use std::time::{Duration, Instant};
@@ -7,7 +14,7 @@ use std::time::{Duration, Instant};
 use rdkafka::consumer::{BaseConsumer, Consumer as _};
 use rdkafka::error::KafkaError;
 use rdkafka::message::{Header, Headers as _, Message as _, OwnedHeaders};
-use rdkafka::{ClientConfig, Offset, TopicPartitionList};
+use rdkafka::{Offset, TopicPartitionList};
 use schema::topics;
 
 /// What an event says about itself (CloudEvents binary mode plus the schema headers).
@@ -79,13 +86,9 @@ impl Record {
 
 /// Every record of `topic` from the start of each partition to its end (blocking; at most a
 /// minute). Partitions are assigned directly: `group` is never joined and nothing is committed.
-pub fn read_topic(brokers: &str, topic: &str, group: &str) -> Result<Vec<Record>, KafkaError> {
+pub fn read_topic(kafka: &KafkaArgs, topic: &str, group: &str) -> Result<Vec<Record>, KafkaError> {
     let timeout = Duration::from_secs(10);
-    let consumer: BaseConsumer = ClientConfig::new()
-        .set("bootstrap.servers", brokers)
-        .set("group.id", group)
-        .set("enable.auto.commit", "false")
-        .create()?;
+    let consumer: BaseConsumer = kafka.reader("coupon-topic-reader", group).create()?;
     let metadata = consumer.fetch_metadata(Some(topic), timeout)?;
     let mut assignment = TopicPartitionList::new();
     let mut ends = HashMap::new();

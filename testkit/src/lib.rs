@@ -1,300 +1,44 @@
-//! Fixtures for integration tests on the real services. Each test gets its own PostgreSQL
-//! database, Kafka topics and Redis key prefix, named after a fresh random id, and removes them
-//! when dropped, so tests run in parallel and leave the services as they found them.
+//! The test harness of the workspace, on the real Redis, Kafka and PostgreSQL.
 //!
-//! Service addresses come from the environment with the local defaults of `dev/`:
-//! `DATABASE_ADMIN_URL`, `REDIS_URL`, `KAFKA_BROKERS`.
+//! # Layout
+//!
+//! - [`fixture`]: the resources of one test (a fresh database, topics, a Redis key prefix and a
+//!   consumer group), removed when dropped, so tests run in parallel and leave the services as
+//!   they found them. [`ledger`] adds what a test reads back from its database.
+//! - [`token`](mod@token): bearer tokens signed with the tests' HS256 secret.
+//! - [`api`]: [`Api`], the HTTP client of the public and operator API that every harness
+//!   speaks through, and [`burst`], many users at once.
+//! - [`procs`]: real processes (a private Redis and broker, the workspace's binaries), killed
+//!   when dropped; [`proxy`]: a TCP proxy that can take a server away.
+//! - [`world`]: [`World`], the whole pipeline as processes on services of its own, for the
+//!   suites that span processes and inject faults, with the invariant check they end on.
+//!
+//! The ingress's own suite runs the ingress in its process instead (its `Stack`), over the
+//! same [`Fixture`] and [`Api`].
 
-#![allow(clippy::unwrap_used)]
+#![allow(clippy::unwrap_used)] // a harness that cannot set up fails the test, as it should
+
+pub mod api;
+pub mod burst;
+pub mod fixture;
+pub mod ledger;
+pub mod procs;
+pub mod proxy;
+pub mod token;
+pub mod world;
 
 use std::time::Duration;
 
-use rdkafka::ClientConfig;
-use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
-use rdkafka::client::DefaultClientContext;
-use rdkafka::consumer::{BaseConsumer, Consumer};
-use rdkafka::error::RDKafkaErrorCode;
-
-pub const HS256_SECRET: &str = "test-secret-0123456789";
-
-pub fn database_admin_url() -> String {
-    std::env::var("DATABASE_ADMIN_URL")
-        .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/postgres".to_owned())
-}
-
-pub fn redis_url() -> String {
-    std::env::var("REDIS_URL").unwrap_or_else(|_| "redis://127.0.0.1:6379/0".to_owned())
-}
-
-pub fn kafka_brokers() -> String {
-    std::env::var("KAFKA_BROKERS").unwrap_or_else(|_| "127.0.0.1:9092".to_owned())
-}
-
-/// The resources of one test. Dropping it deletes them all.
-pub struct Fixture {
-    /// Short random id shared by every resource name of this test.
-    pub id: String,
-    pub database_url: String,
-    pub database: String,
-    pub redis_prefix: String,
-    pub topic: String,
-    pub dead_letter_topic: String,
-    /// The relay's `coupon.issued` topic.
-    pub issued_topic: String,
-    /// The relay's campaign events topic.
-    pub events_topic: String,
-    pub group: String,
-    /// The Kafka bootstrap servers the topics live on.
-    pub brokers: String,
-}
-
-impl Fixture {
-    /// Creates a migrated database and the topics (`partitions` for the main topic) on the
-    /// shared broker.
-    pub async fn new(partitions: i32) -> Fixture {
-        Fixture::on_brokers(partitions, &kafka_brokers()).await
-    }
-
-    /// As [`Fixture::new`], with the topics on the given brokers (a test's private broker).
-    pub async fn on_brokers(partitions: i32, brokers: &str) -> Fixture {
-        let id = uuid::Uuid::new_v4().simple().to_string()[..12].to_owned();
-        let database = format!("coupon_test_{id}");
-        let admin = connect(&database_admin_url()).await;
-        admin
-            .batch_execute(&format!("CREATE DATABASE {database}"))
-            .await
-            .unwrap();
-        let mut config: tokio_postgres::Config = database_admin_url().parse().unwrap();
-        config.dbname(&database);
-        let (mut client, connection) = config.connect(tokio_postgres::NoTls).await.unwrap();
-        tokio::spawn(connection);
-        schema::migrate::run(&mut client).await.unwrap();
-        let database_url = format!(
-            "postgres://{}@{}:{}/{}",
-            config.get_user().unwrap_or("postgres"),
-            host_of(&config),
-            config.get_ports().first().copied().unwrap_or(5432),
-            database
-        );
-        let fixture = Fixture {
-            topic: format!("test.{id}.requested"),
-            dead_letter_topic: format!("test.{id}.dlq"),
-            issued_topic: format!("test.{id}.issued"),
-            events_topic: format!("test.{id}.events"),
-            group: format!("test-{id}"),
-            redis_prefix: format!("test:{id}:"),
-            database_url,
-            database,
-            id,
-            brokers: brokers.to_owned(),
-        };
-        fixture.create_topics(partitions).await;
-        fixture
-    }
-
-    /// Creates this test's topics on its brokers (again, after a memory-only broker restarted):
-    /// `partitions` for the requested and issued topics, one for the others.
-    pub async fn create_topics(&self, partitions: i32) {
-        create_topics(
-            &self.brokers,
-            &[
-                (&self.topic, partitions),
-                (&self.dead_letter_topic, 1),
-                (&self.issued_topic, partitions),
-                (&self.events_topic, 1),
-            ],
-        )
-        .await;
-    }
-
-    /// A client of this test's database.
-    pub async fn db(&self) -> tokio_postgres::Client {
-        connect(&self.database_url).await
-    }
-
-    /// A connection to Redis (keys of this test start with `redis_prefix`).
-    pub async fn redis(&self) -> redis::aio::MultiplexedConnection {
-        redis::Client::open(redis_url())
-            .unwrap()
-            .get_multiplexed_async_connection()
-            .await
-            .unwrap()
-    }
-
-    /// Every key of this test with its contents, sorted: equal snapshots mean Redis unchanged.
-    pub async fn redis_snapshot(&self) -> Vec<(String, Vec<(String, String)>)> {
-        let mut conn = self.redis().await;
-        let mut keys: Vec<String> = redis::cmd("KEYS")
-            .arg(format!("{}*", self.redis_prefix))
-            .query_async(&mut conn)
-            .await
-            .unwrap();
-        keys.sort();
-        let mut snapshot = Vec::new();
-        for key in keys {
-            let mut fields: Vec<(String, String)> = redis::cmd("HGETALL")
-                .arg(&key)
-                .query_async(&mut conn)
-                .await
-                .unwrap();
-            fields.sort();
-            snapshot.push((key, fields));
-        }
-        snapshot
-    }
-
-    /// Every record of a topic so far, from the start of each partition: key, payload and
-    /// headers (name, value).
-    pub async fn read_topic(&self, topic: &str) -> Vec<Record> {
-        let (topic, brokers) = (topic.to_owned(), self.brokers.clone());
-        tokio::task::spawn_blocking(move || {
-            service::kafka::read_topic(&brokers, &topic, "testkit-reader").unwrap()
-        })
-        .await
-        .unwrap()
-    }
-
-    /// Records in a topic so far (sum of the partitions' high watermarks).
-    pub async fn topic_len(&self, topic: &str) -> i64 {
-        let topic = topic.to_owned();
-        let brokers = self.brokers.clone();
-        tokio::task::spawn_blocking(move || {
-            let consumer: BaseConsumer = ClientConfig::new()
-                .set("bootstrap.servers", brokers)
-                .create()
-                .unwrap();
-            let metadata = consumer
-                .fetch_metadata(Some(&topic), Duration::from_secs(5))
-                .unwrap();
-            let partitions = metadata.topics()[0].partitions().len() as i32;
-            (0..partitions)
-                .map(|p| {
-                    let (low, high) = consumer
-                        .fetch_watermarks(&topic, p, Duration::from_secs(5))
-                        .unwrap();
-                    high - low.min(high)
-                })
-                .sum()
-        })
-        .await
-        .unwrap()
-    }
-}
-
-/// One record read back from a topic.
-pub use service::kafka::Record;
-
-impl Drop for Fixture {
-    fn drop(&mut self) {
-        let database = self.database.clone();
-        let prefix = self.redis_prefix.clone();
-        let topics = [
-            self.topic.clone(),
-            self.dead_letter_topic.clone(),
-            self.issued_topic.clone(),
-            self.events_topic.clone(),
-        ];
-        let brokers = self.brokers.clone();
-        // Drop runs inside the test's runtime, which cannot block: clean up on a thread of our own.
-        let cleanup = std::thread::spawn(move || {
-            let runtime = tokio::runtime::Builder::new_current_thread()
-                .enable_all()
-                .build()
-                .unwrap();
-            runtime.block_on(async move {
-                let admin = connect(&database_admin_url()).await;
-                let _ = admin
-                    .batch_execute(&format!("DROP DATABASE IF EXISTS {database} WITH (FORCE)"))
-                    .await;
-                if let Ok(client) = redis::Client::open(redis_url())
-                    && let Ok(mut conn) = client.get_multiplexed_async_connection().await
-                {
-                    let keys: Vec<String> = redis::cmd("KEYS")
-                        .arg(format!("{prefix}*"))
-                        .query_async(&mut conn)
-                        .await
-                        .unwrap_or_default();
-                    if !keys.is_empty() {
-                        let _: Result<(), _> =
-                            redis::cmd("DEL").arg(&keys).query_async(&mut conn).await;
-                    }
-                }
-                delete_topics(&brokers, &topics).await;
-            });
-        });
-        let _ = cleanup.join();
-    }
-}
-
-fn host_of(config: &tokio_postgres::Config) -> String {
-    match config.get_hosts().first() {
-        Some(tokio_postgres::config::Host::Tcp(host)) => host.clone(),
-        _ => "127.0.0.1".to_owned(),
-    }
-}
-
-pub async fn connect(url: &str) -> tokio_postgres::Client {
-    let (client, connection) = tokio_postgres::connect(url, tokio_postgres::NoTls)
-        .await
-        .unwrap();
-    tokio::spawn(connection);
-    client
-}
-
-fn admin_client(brokers: &str) -> AdminClient<DefaultClientContext> {
-    ClientConfig::new()
-        .set("bootstrap.servers", brokers)
-        .create()
-        .unwrap()
-}
-
-pub async fn create_topics(brokers: &str, topics: &[(&str, i32)]) {
-    let new: Vec<NewTopic<'_>> = topics
-        .iter()
-        .map(|(name, partitions)| NewTopic::new(name, *partitions, TopicReplication::Fixed(1)))
-        .collect();
-    let options = AdminOptions::new()
-        .operation_timeout(Some(Duration::from_secs(10)))
-        .request_timeout(Some(Duration::from_secs(10)));
-    let results = admin_client(brokers)
-        .create_topics(&new, &options)
-        .await
-        .unwrap_or_else(|e| panic!("no Kafka broker at {brokers}? creating topics: {e}"));
-    for result in results {
-        match result {
-            // A client's metadata request may have had the broker create it first.
-            Ok(_) | Err((_, RDKafkaErrorCode::TopicAlreadyExists)) => {}
-            Err((topic, code)) => panic!("creating topic {topic}: {code}"),
-        }
-    }
-}
-
-async fn delete_topics(brokers: &str, topics: &[String]) {
-    let names: Vec<&str> = topics.iter().map(String::as_str).collect();
-    let options = AdminOptions::new().operation_timeout(Some(Duration::from_secs(10)));
-    // Best effort: a broker without topic deletion keeps them, named apart from everything else.
-    let _ = admin_client(brokers).delete_topics(&names, &options).await;
-}
-
-/// An HS256 token signed with [`HS256_SECRET`], valid for an hour unless `exp_offset` says
-/// otherwise (seconds from now, negative for an expired token).
-pub fn token(sub: &str, role: Option<&str>, exp_offset: i64) -> String {
-    token_with_secret(sub, role, exp_offset, HS256_SECRET)
-}
-
-pub fn token_with_secret(sub: &str, role: Option<&str>, exp_offset: i64, secret: &str) -> String {
-    let now = time::OffsetDateTime::now_utc().unix_timestamp();
-    let mut claims = serde_json::json!({"sub": sub, "iat": now, "exp": now + exp_offset});
-    if let Some(role) = role {
-        claims["role"] = role.into();
-    }
-    jsonwebtoken::encode(
-        &jsonwebtoken::Header::default(),
-        &claims,
-        &jsonwebtoken::EncodingKey::from_secret(secret.as_bytes()),
-    )
-    .unwrap()
-}
+pub use api::Api;
+pub use burst::{Answer, after, users};
+pub use fixture::{
+    Fixture, Record, connect, create_topics, database_admin_url, kafka_brokers, redis_url,
+};
+pub use ledger::Footprint;
+pub use procs::{PrivateBroker, PrivateRedis, Proc, free_port, wait_port, workspace_bin};
+pub use proxy::FaultProxy;
+pub use token::{HS256_SECRET, token, token_with_secret};
+pub use world::World;
 
 /// Polls `check` until it returns `Some`, or panics with `what` after `timeout`.
 pub async fn eventually<T, F, Fut>(timeout: Duration, what: &str, mut check: F) -> T

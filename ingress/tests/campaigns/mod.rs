@@ -23,19 +23,6 @@ async fn patch(stack: &Stack, campaign: &str, body: Value) -> reqwest::Response 
         .unwrap()
 }
 
-async fn close(stack: &Stack, campaign: &str) -> reqwest::Response {
-    stack
-        .http
-        .post(format!(
-            "{}/v1/admin/campaigns/{campaign}/close",
-            stack.base
-        ))
-        .bearer_auth(stack.admin_token())
-        .send()
-        .await
-        .unwrap()
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn stock_added_during_a_burst_is_issued_exactly() {
     let stack = Stack::pipeline().await;
@@ -81,7 +68,7 @@ async fn stock_added_during_a_burst_is_issued_exactly() {
         statuses.iter().all(|s| [202, 410].contains(s)),
         "{statuses:?}"
     );
-    stack.wait_for_coupons(&campaign, 80).await;
+    stack.fixture.wait_for_coupons(&campaign, 80).await;
     let view = stack.admin_campaign(&campaign).await;
     assert_eq!(
         (
@@ -215,7 +202,7 @@ async fn what_may_change_and_when() {
 
     // Closed early: nobody is admitted, nothing changes it, closing again is harmless.
     assert_eq!(stack.request(&open, "first").await.status(), 202);
-    let closed: Value = close(&stack, &open).await.json().await.unwrap();
+    let closed: Value = stack.close_campaign(&open).await.json().await.unwrap();
     assert_eq!(closed["status"], "closed");
     let refused = stack.request(&open, "second").await;
     assert_eq!(refused.status(), 403);
@@ -227,7 +214,7 @@ async fn what_may_change_and_when() {
             .status(),
         409
     );
-    assert_eq!(close(&stack, &open).await.status(), 200);
+    assert_eq!(stack.close_campaign(&open).await.status(), 200);
     let view = stack.admin_campaign(&open).await;
     assert_eq!(
         (&view["status"], &view["accepted"]),
@@ -264,7 +251,7 @@ async fn public_campaign_reads_are_cached_figures() {
     })
     .await;
 
-    assert_eq!(close(&stack, &other).await.status(), 200);
+    assert_eq!(stack.close_campaign(&other).await.status(), 200);
     let listed = testkit::eventually(
         Duration::from_secs(5),
         "the list without the closed one",
@@ -353,7 +340,7 @@ async fn operators_list_campaigns_by_status_newest_first_in_pages() {
         .campaign_with_window(5, 1, now - 2 * hour, now - hour)
         .await;
     let closed = stack.open_campaign(5, 1).await;
-    assert_eq!(close(&stack, &closed).await.status(), 200);
+    assert_eq!(stack.close_campaign(&closed).await.status(), 200);
 
     let newest_first = |mut ids: Vec<String>| {
         ids.reverse();
@@ -449,7 +436,7 @@ async fn the_operator_view_shows_the_consumer_lag() {
     let running = tokio::spawn(persister.run(async {
         let _ = stopped.await;
     }));
-    stack.wait_for_coupons(&campaign, 4).await;
+    stack.fixture.wait_for_coupons(&campaign, 4).await;
     let caught_up = testkit::eventually(Duration::from_secs(20), "no lag", || async {
         let view = stack.admin_campaign(&campaign).await;
         (view["consumer_lag"] == 0).then_some(view)

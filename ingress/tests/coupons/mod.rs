@@ -66,8 +66,8 @@ async fn three_coupons(stack: &Stack, user: &str) -> (String, String) {
     for campaign in [&first, &first, &second] {
         assert_eq!(stack.request(campaign, user).await.status(), 202);
     }
-    stack.wait_for_coupons(&first, 2).await;
-    stack.wait_for_coupons(&second, 1).await;
+    stack.fixture.wait_for_coupons(&first, 2).await;
+    stack.fixture.wait_for_coupons(&second, 1).await;
     (first, second)
 }
 

@@ -120,7 +120,10 @@ async fn issuance(api: Api<'_>) -> Campaigns {
         .expect(400)
         .await;
     api.get(&status).expect(401).await;
-    api.stack.wait_for_coupons(&campaigns.single, 1).await;
+    api.stack
+        .fixture
+        .wait_for_coupons(&campaigns.single, 1)
+        .await;
     let issued = api.get(&status).user("amy").expect(200).await;
     assert_eq!(issued.body["status"], "issued");
 
@@ -167,7 +170,10 @@ async fn coupons(api: Api<'_>, campaigns: &Campaigns) {
     let spare = format!("/v1/campaigns/{}/issuances", campaigns.spare);
     api.post(&spare).user("amy").expect(202).await;
     api.post(&spare).user("ben").expect(202).await;
-    api.stack.wait_for_coupons(&campaigns.spare, 2).await;
+    api.stack
+        .fixture
+        .wait_for_coupons(&campaigns.spare, 2)
+        .await;
 
     let first = api
         .get("/v1/me/coupons?limit=1")

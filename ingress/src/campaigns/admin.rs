@@ -1,0 +1,335 @@
+//! Operator routes: create a campaign (PostgreSQL first, then the gate), list them, change it
+//! and close it. Reading one is `store::detail`.
+//!
+//! Changes keep the ledger ahead of the gate: PostgreSQL is updated first (its guarded counter
+//! then allows the new stock), the gate second with absolute values (`adjust.lua`), so a retry
+//! after a Redis failure completes the change and the gate never admits more than the ledger
+//! accepts. Stock and the window's end only grow; the per-user limit, the discount and the
+//! validity change only before the start; a closed or ended campaign stays as it is.
+
+use gate::Seed;
+use schema::campaign::{
+    CampaignStatus, Discount, MAX_NAME_CHARS, MAX_STOCK, PER_USER_LIMITS, VALID_DAYS,
+};
+use schema::ids::CampaignId;
+use schema::time::unix_ms;
+use serde::Deserialize;
+use time::OffsetDateTime;
+use tokio_postgres::Row;
+use uuid::Uuid;
+
+use super::store::{self, CampaignView};
+use crate::App;
+use crate::http::paging::{self, Page};
+use crate::http::problem::Problem;
+
+/// The body of `POST /v1/admin/campaigns`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct NewCampaign {
+    pub name: String,
+    pub total_stock: u32,
+    #[serde(default = "one")]
+    pub per_user_limit: u32,
+    #[serde(with = "time::serde::rfc3339")]
+    pub starts_at: OffsetDateTime,
+    #[serde(with = "time::serde::rfc3339")]
+    pub ends_at: OffsetDateTime,
+    pub discount: Discount,
+    pub coupon_valid_days: u32,
+}
+
+fn one() -> u32 {
+    1
+}
+
+impl NewCampaign {
+    /// Every rule a campaign must meet, all reported at once.
+    pub fn validate(&self) -> Result<(), Vec<&'static str>> {
+        let mut problems = Vec::new();
+        let name = self.name.trim();
+        if name.is_empty() || name.chars().count() > MAX_NAME_CHARS {
+            problems.push("name must be 1 to 200 characters");
+        }
+        if self.total_stock > MAX_STOCK {
+            problems.push("total_stock must be at most 100000000");
+        }
+        if !PER_USER_LIMITS.contains(&self.per_user_limit) {
+            problems.push("per_user_limit must be between 1 and 100");
+        }
+        if self.ends_at <= self.starts_at {
+            problems.push("ends_at must be after starts_at");
+        }
+        if let Some(problem) = self.discount.problem() {
+            problems.push(problem);
+        }
+        if !VALID_DAYS.contains(&self.coupon_valid_days) {
+            problems.push("coupon_valid_days must be between 1 and 3650");
+        }
+        if problems.is_empty() {
+            Ok(())
+        } else {
+            Err(problems)
+        }
+    }
+}
+
+pub async fn create(app: &App, body: &[u8]) -> Result<CampaignView, Problem> {
+    let new: NewCampaign = serde_json::from_slice(body)
+        .map_err(|e| Problem::BadRequest(format!("invalid campaign: {e}")))?;
+    new.validate()
+        .map_err(|problems| Problem::BadRequest(problems.join("; ")))?;
+    let id = CampaignId(Uuid::now_v7());
+    let db = app.db().await?;
+    let statement = db
+        .prepare_cached(include_str!("../sql/campaigns_insert.sql"))
+        .await?;
+    let kind = new.discount.kind.as_str();
+    db.execute(
+        &statement,
+        &[
+            &id.0,
+            &new.name.trim(),
+            &(new.total_stock as i32),
+            &(new.per_user_limit as i32),
+            &new.starts_at,
+            &new.ends_at,
+            &kind,
+            &new.discount.value,
+            &(new.coupon_valid_days as i32),
+        ],
+    )
+    .await?;
+
+    // The ledger row exists first, so the gate never admits for a campaign the ledger lacks.
+    let seed = Seed {
+        total_stock: new.total_stock,
+        per_user_limit: new.per_user_limit,
+        starts_ms: unix_ms(new.starts_at),
+        ends_ms: unix_ms(new.ends_at),
+    };
+    if let Err(e) = app.gate.seed(&id, seed).await {
+        tracing::warn!(campaign = %id, error = %e, "seeding the gate failed; undoing the campaign");
+        let undo = db
+            .prepare_cached(include_str!("../sql/campaigns_delete_by_id.sql"))
+            .await?;
+        db.execute(&undo, &[&id.0]).await?;
+        return Err(Problem::unavailable(
+            "redis is unavailable; the campaign was not created",
+        ));
+    }
+    store::view(app, &id).await?.ok_or(Problem::Internal)
+}
+
+/// The body of `PATCH /v1/admin/campaigns/{id}`: any of these, absolute values.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CampaignChange {
+    pub total_stock: Option<u32>,
+    pub per_user_limit: Option<u32>,
+    #[serde(default, with = "time::serde::rfc3339::option")]
+    pub ends_at: Option<OffsetDateTime>,
+    pub discount: Option<Discount>,
+    pub coupon_valid_days: Option<u32>,
+    /// `true` closes the campaign (alone, as `POST .../close` does); `false` changes nothing.
+    pub closed: Option<bool>,
+}
+
+impl CampaignChange {
+    fn only_closes(&self) -> bool {
+        self.total_stock.is_none()
+            && self.per_user_limit.is_none()
+            && self.ends_at.is_none()
+            && self.discount.is_none()
+            && self.coupon_valid_days.is_none()
+    }
+}
+
+/// A campaign's settings after a change, checked against its current state.
+#[derive(Debug)]
+struct Settings {
+    total_stock: i64,
+    per_user_limit: i32,
+    ends_at: OffsetDateTime,
+    discount: Discount,
+    coupon_valid_days: i32,
+}
+
+/// Applies a change; refuses (409) what the campaign's state does not allow.
+pub async fn update(app: &App, id: &CampaignId, body: &[u8]) -> Result<CampaignView, Problem> {
+    let change: CampaignChange = serde_json::from_slice(body)
+        .map_err(|e| Problem::BadRequest(format!("invalid change: {e}")))?;
+    if change.closed == Some(true) {
+        if !change.only_closes() {
+            return Err(Problem::BadRequest(
+                "closed: true cannot be combined with other changes".to_owned(),
+            ));
+        }
+        return close(app, id).await;
+    }
+    let current = store::view(app, id)
+        .await?
+        .ok_or(Problem::NotFound("unknown campaign"))?;
+    let next = settle(&change, &current)?;
+    let db = app.db().await?;
+    let statement = db
+        .prepare_cached(include_str!("../sql/campaigns_update_settings_by_id.sql"))
+        .await?;
+    let row = db
+        .query_opt(
+            &statement,
+            &[
+                &id.0,
+                &(next.total_stock as i32),
+                &next.per_user_limit,
+                &next.ends_at,
+                &next.discount.kind.as_str(),
+                &next.discount.value,
+                &next.coupon_valid_days,
+            ],
+        )
+        .await?
+        .ok_or_else(|| Problem::ChangeRefused("the campaign is closed or has ended".to_owned()))?;
+    apply_to_gate(app, id, &row).await?;
+    store::view(app, id).await?.ok_or(Problem::Internal)
+}
+
+/// The settings `change` leads to, or why the campaign does not allow it: 400 for a value out
+/// of range, 409 for a change its state forbids.
+fn settle(change: &CampaignChange, current: &CampaignView) -> Result<Settings, Problem> {
+    let refused = |why: &str| Err(Problem::ChangeRefused(why.to_owned()));
+    let bad = |why: &str| Err(Problem::BadRequest(why.to_owned()));
+    match current.status {
+        CampaignStatus::Closed => return refused("the campaign is closed"),
+        // Its `closed` event is out; extending the window would reopen it behind consumers' backs.
+        CampaignStatus::Ended => return refused("the campaign has ended"),
+        CampaignStatus::Scheduled | CampaignStatus::Open => {}
+    }
+    let next = Settings {
+        total_stock: change.total_stock.map_or(current.total_stock, i64::from),
+        per_user_limit: change
+            .per_user_limit
+            .map_or(current.per_user_limit, |l| l as i32),
+        ends_at: change.ends_at.unwrap_or(current.ends_at),
+        discount: change.discount.clone().unwrap_or(current.discount.clone()),
+        coupon_valid_days: change
+            .coupon_valid_days
+            .map_or(current.coupon_valid_days, |d| d as i32),
+    };
+    if next.total_stock > i64::from(MAX_STOCK) {
+        return bad("total_stock must be at most 100000000");
+    }
+    if next.total_stock < current.total_stock {
+        return refused("total_stock can only grow");
+    }
+    let started = current.status != CampaignStatus::Scheduled;
+    let before_start = |what: &str| {
+        Err(Problem::ChangeRefused(format!(
+            "{what} can change only before the campaign starts"
+        )))
+    };
+    if !u32::try_from(next.per_user_limit).is_ok_and(|l| PER_USER_LIMITS.contains(&l)) {
+        return bad("per_user_limit must be between 1 and 100");
+    }
+    if started && next.per_user_limit != current.per_user_limit {
+        return before_start("per_user_limit");
+    }
+    if let Some(problem) = next.discount.problem() {
+        return bad(problem);
+    }
+    if started && next.discount != current.discount {
+        return before_start("discount");
+    }
+    if !u32::try_from(next.coupon_valid_days).is_ok_and(|d| VALID_DAYS.contains(&d)) {
+        return bad("coupon_valid_days must be between 1 and 3650");
+    }
+    if started && next.coupon_valid_days != current.coupon_valid_days {
+        return before_start("coupon_valid_days");
+    }
+    if next.ends_at < current.ends_at {
+        return refused("ends_at can only move later");
+    }
+    Ok(next)
+}
+
+/// `POST /v1/admin/campaigns/{id}/close`: no admission from now on; admitted requests still
+/// become coupons.
+pub async fn close(app: &App, id: &CampaignId) -> Result<CampaignView, Problem> {
+    let db = app.db().await?;
+    let statement = db
+        .prepare_cached(include_str!("../sql/campaigns_update_close_by_id.sql"))
+        .await?;
+    let row = db
+        .query_opt(&statement, &[&id.0])
+        .await?
+        .ok_or(Problem::NotFound("unknown campaign"))?;
+    apply_to_gate(app, id, &row).await?;
+    store::view(app, id).await?.ok_or(Problem::Internal)
+}
+
+/// Writes the ledger's (already updated) values to the gate.
+async fn apply_to_gate(app: &App, id: &CampaignId, row: &Row) -> Result<(), Problem> {
+    let seed = Seed {
+        total_stock: row.try_get::<_, i32>("total_stock")? as u32,
+        per_user_limit: row.try_get::<_, i32>("per_user_limit")? as u32,
+        starts_ms: unix_ms(row.try_get("starts_at")?),
+        ends_ms: unix_ms(row.try_get("ends_at")?),
+    };
+    let closed = row
+        .try_get::<_, Option<OffsetDateTime>>("closed_at")?
+        .is_some();
+    match app.gate.adjust(id, seed, closed).await {
+        Ok(_) => Ok(()),
+        Err(e) => {
+            tracing::warn!(campaign = %id, error = %e, "applying a change to the gate failed");
+            Err(Problem::unavailable(
+                "the change is saved in the ledger but not yet in the gate; send it again",
+            ))
+        }
+    }
+}
+
+/// `GET /v1/admin/campaigns`: newest first, in pages, optionally only those of one `status`
+/// (`scheduled`, `open`, `ended`, `closed`; `sql/campaigns_select_page.sql` derives it as
+/// `CampaignStatus::at` does).
+pub async fn list(app: &App, query: Option<&str>) -> Result<Page<CampaignView>, Problem> {
+    let mut status: Option<&'static str> = None;
+    let (limit, after) = paging::query(query, |name, value| match name {
+        "status" => match CampaignStatus::parse(value) {
+            Some(parsed) => {
+                status = Some(parsed.as_str());
+                Ok(())
+            }
+            None => Err(Problem::BadRequest(format!(
+                "status must be one of {}",
+                CampaignStatus::ALL.map(CampaignStatus::as_str).join(", ")
+            ))),
+        },
+        _ => Ok(()),
+    })?;
+    let db = app.db().await?;
+    let statement = db
+        .prepare_cached(include_str!("../sql/campaigns_select_page.sql"))
+        .await?;
+    let (after_at, after_id) = after.unzip();
+    let rows = db
+        .query(&statement, &[&status, &after_at, &after_id, &(limit + 1)])
+        .await?;
+    drop(db);
+    let ids = rows
+        .iter()
+        .map(|row| row.try_get("id"))
+        .collect::<Result<Vec<Uuid>, _>>()?;
+    let rejected = store::rejections(app, &ids).await?;
+    let campaigns: Vec<CampaignId> = ids.iter().copied().map(CampaignId).collect();
+    let figures =
+        futures_util::future::try_join_all(campaigns.iter().map(|id| store::gate_figures(app, id)))
+            .await?;
+    let items = rows
+        .iter()
+        .zip(ids)
+        .zip(figures)
+        .map(|((row, id), figures)| store::from_row(&CampaignId(id), row, figures, &rejected))
+        .collect::<Result<Vec<_>, _>>()?;
+    Ok(paging::page(items, limit, |c| (c.created_at, c.id.0)))
+}

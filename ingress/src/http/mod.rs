@@ -1,0 +1,100 @@
+//! The HTTP edge: every request passes `handle`, which names its route once (for metrics and
+//! traces), applies the API's limits (load shedding, the client address's rate, the request
+//! deadline) and turns every outcome into a JSON or problem response.
+//!
+//! # Layout
+//! - [`server`]: the accept loop and graceful shutdown (`run`).
+//! - [`routes`]: the route table; [`dispatch`](self::dispatch): (route, method) to handler.
+//! - [`auth`]: bearer tokens; [`limits`]: rates and the client address; [`paging`]: keyset
+//!   pages; [`problem`]: RFC 9457 problems.
+//! - `body`: request bodies and JSON replies; `probes`: `/healthz`, `/readyz`, `/metrics`.
+
+pub mod auth;
+mod body;
+mod dispatch;
+pub mod limits;
+pub mod paging;
+mod probes;
+pub mod problem;
+pub mod routes;
+pub mod server;
+
+use bytes::Bytes;
+use http::{Request, Response};
+use http_body_util::Full;
+use hyper::body::Incoming;
+use tracing::Instrument as _;
+
+use crate::App;
+use problem::Problem;
+use routes::Matched;
+
+pub type Reply = Response<Full<Bytes>>;
+
+pub async fn handle(app: &App, request: Request<Incoming>, peer: std::net::SocketAddr) -> Reply {
+    let started = std::time::Instant::now();
+    let matched = routes::find(request.uri().path());
+    let label = matched.as_ref().map_or("other", |m| m.route.label());
+    let span = tracing::info_span!(
+        "http.request",
+        otel.kind = "server",
+        http.method = %request.method(),
+        http.route = label,
+        http.status = tracing::field::Empty,
+        trace_id = tracing::field::Empty,
+    );
+    service::tracing_context::set_parent(
+        &span,
+        request
+            .headers()
+            .iter()
+            .map(|(name, value)| (name.as_str(), value.as_bytes())),
+    );
+    if let Some(trace_id) = service::tracing_context::trace_id(&span) {
+        span.record("trace_id", trace_id);
+    }
+    let reply = match guarded(app, request, peer, matched)
+        .instrument(span.clone())
+        .await
+    {
+        Ok(reply) => reply,
+        Err(problem) => problem.into_response(),
+    };
+    span.record("http.status", reply.status().as_u16());
+    app.metrics.request(label, reply.status().as_u16(), started);
+    reply
+}
+
+/// The limits around the API routes: load shedding, the client address's rate and the request
+/// deadline. Probes and metrics answer regardless.
+async fn guarded(
+    app: &App,
+    request: Request<Incoming>,
+    peer: std::net::SocketAddr,
+    matched: Option<Matched>,
+) -> Result<Reply, Problem> {
+    if let Some(m) = matched.as_ref().filter(|m| m.route.is_probe()) {
+        return probes::answer(app, m.route, request.method()).await;
+    }
+    let Ok(_permit) = app.in_flight.try_acquire() else {
+        app.metrics.shed.inc();
+        return Err(Problem::unavailable("overloaded; retry"));
+    };
+    app.limits.address(limits::client_address(
+        peer,
+        request.headers(),
+        &app.config.trusted_proxies,
+    ))?;
+    let Some(matched) = matched else {
+        return Err(Problem::NotFound("no such route"));
+    };
+    let label = matched.route.label();
+    let deadline = std::time::Duration::from_millis(app.config.request_timeout_ms);
+    match tokio::time::timeout(deadline, dispatch::dispatch(app, request, matched)).await {
+        Ok(outcome) => outcome,
+        Err(_elapsed) => {
+            tracing::warn!(route = label, "request deadline passed");
+            Err(Problem::unavailable("the request took too long; retry"))
+        }
+    }
+}

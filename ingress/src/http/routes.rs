@@ -1,0 +1,149 @@
+//! The route table: every path the API serves, written once. The metrics label, the dispatch and
+//! the 405 answer all derive from it.
+
+/// One route of the API; the handler for each (route, method) is in `http::dispatch`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Route {
+    Healthz,
+    Readyz,
+    Metrics,
+    PublicCampaigns,
+    PublicCampaign,
+    Issuances,
+    Issuance,
+    MyCoupons,
+    Redeem,
+    Refund,
+    AdminCampaigns,
+    AdminCampaign,
+    AdminCampaignClose,
+    AdminCouponCancel,
+}
+
+/// Path patterns; `{id}` matches one segment, even an empty one, which its parser then refuses
+/// (400). First match wins.
+const ROUTES: [(&str, Route); 14] = [
+    ("/healthz", Route::Healthz),
+    ("/readyz", Route::Readyz),
+    ("/metrics", Route::Metrics),
+    ("/v1/campaigns", Route::PublicCampaigns),
+    ("/v1/campaigns/{id}", Route::PublicCampaign),
+    ("/v1/campaigns/{id}/issuances", Route::Issuances),
+    ("/v1/issuances/{id}", Route::Issuance),
+    ("/v1/me/coupons", Route::MyCoupons),
+    ("/v1/coupons/{id}/redeem", Route::Redeem),
+    ("/v1/coupons/{id}/refund", Route::Refund),
+    ("/v1/admin/campaigns", Route::AdminCampaigns),
+    ("/v1/admin/campaigns/{id}", Route::AdminCampaign),
+    ("/v1/admin/campaigns/{id}/close", Route::AdminCampaignClose),
+    ("/v1/admin/coupons/{id}/cancel", Route::AdminCouponCancel),
+];
+
+impl Route {
+    /// The route's name in metrics and traces: one of a fixed set, whatever the path holds.
+    pub fn label(self) -> &'static str {
+        match self {
+            Route::Healthz => "healthz",
+            Route::Readyz => "readyz",
+            Route::Metrics => "metrics",
+            Route::PublicCampaigns => "public_campaigns",
+            Route::PublicCampaign => "public_campaign",
+            Route::Issuances => "issuances",
+            Route::Issuance => "issuance",
+            Route::MyCoupons => "my_coupons",
+            Route::Redeem => "redeem",
+            Route::Refund => "refund",
+            Route::AdminCampaigns => "admin_campaigns",
+            Route::AdminCampaign => "admin_campaign",
+            Route::AdminCampaignClose => "admin_campaign_close",
+            Route::AdminCouponCancel => "admin_coupon_cancel",
+        }
+    }
+
+    /// Probes and metrics answer outside the API's limits (load shedding, rates, deadline).
+    pub fn is_probe(self) -> bool {
+        matches!(self, Route::Healthz | Route::Readyz | Route::Metrics)
+    }
+}
+
+/// A path matched against the table: the route, and where in the path its `{id}` segment is
+/// (empty when the pattern has none), so the request can move on without a copy of its path.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Matched {
+    pub route: Route,
+    id: std::ops::Range<usize>,
+}
+
+impl Matched {
+    /// The `{id}` segment of the path this was matched on.
+    pub fn id<'p>(&self, path: &'p str) -> &'p str {
+        path.get(self.id.clone()).unwrap_or_default()
+    }
+}
+
+/// The route serving `path`, or `None` (404). Allocates nothing.
+pub fn find(path: &str) -> Option<Matched> {
+    ROUTES.iter().find_map(|(pattern, route)| {
+        let mut id = 0..0;
+        let mut offset = 0;
+        let mut given = path.split('/');
+        for expected in pattern.split('/') {
+            let segment = given.next()?;
+            if expected == "{id}" {
+                id = offset..offset + segment.len();
+            } else if expected != segment {
+                return None;
+            }
+            offset += segment.len() + 1;
+        }
+        given
+            .next()
+            .is_none()
+            .then_some(Matched { route: *route, id })
+    })
+}
+
+/// The metrics label of a path, `other` when no route serves it.
+pub fn label(path: &str) -> &'static str {
+    find(path).map_or("other", |m| m.route.label())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_pattern_matches_itself_and_only_its_route() {
+        for (pattern, route) in ROUTES {
+            let path = pattern.replace("{id}", "abc");
+            let matched = find(&path).expect("matches");
+            assert_eq!(matched.route, route, "{path}");
+            let want = if pattern.contains("{id}") { "abc" } else { "" };
+            assert_eq!(matched.id(&path), want);
+        }
+    }
+
+    #[test]
+    fn near_misses_are_not_routes() {
+        for path in [
+            "/",
+            "",
+            "/v1",
+            "/v1/campaigns/x/issuances/",
+            "/v1/issuances",
+            "/healthz/x",
+            "/v1/admin/coupons/x",
+            "v1/campaigns",
+        ] {
+            assert_eq!(find(path), None, "{path}");
+            assert_eq!(label(path), "other");
+        }
+        assert_eq!(label("/v1/campaigns/x/issuances"), "issuances");
+        // An empty id is the route's, and its parser's 400.
+        let matched = find("/v1/campaigns/").expect("matches");
+        assert_eq!(
+            (matched.route, matched.id("/v1/campaigns/")),
+            (Route::PublicCampaign, "")
+        );
+    }
+}

@@ -1,0 +1,133 @@
+//! The accept loop: a bounded number of connections, HTTP/1.1 with header limits, and the
+//! shutdown sequence.
+
+use std::convert::Infallible;
+use std::future::Future;
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+use std::time::{Duration, Instant};
+
+use anyhow::Context;
+use hyper::server::conn::http1;
+use hyper::service::service_fn;
+use hyper_util::rt::{TokioIo, TokioTimer};
+use hyper_util::server::graceful::GracefulShutdown;
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::{OwnedSemaphorePermit, Semaphore};
+
+use crate::App;
+use crate::issue::sweeper;
+
+/// Serves `listener` (and runs the journal sweeper) until `signal` completes. Then readiness
+/// turns false while requests are still served for `SHUTDOWN_DELAY_MS` (load balancers take the
+/// pod out of rotation meanwhile); then the listener closes, in-flight requests finish within
+/// `SHUTDOWN_TIMEOUT_MS`, the confirmation queue is cleared (at most 2 s) and the producer is
+/// flushed (for what is left of the bound, at least 1 s) so every answered event is on the
+/// broker.
+pub async fn run(
+    listener: TcpListener,
+    app: Arc<App>,
+    signal: impl Future<Output = ()>,
+) -> anyhow::Result<()> {
+    let graceful = GracefulShutdown::new();
+    let mut http = http1::Builder::new();
+    http.timer(TokioTimer::new())
+        .header_read_timeout(Duration::from_millis(app.config.header_read_timeout_ms))
+        .max_headers(app.config.max_headers)
+        .max_header_size(app.config.max_header_bytes)
+        .keep_alive(true);
+    let connections = Arc::new(Semaphore::new(app.config.max_connections));
+    let (stop_sweeper, sweeper_stopped) = tokio::sync::watch::channel(false);
+    let sweeper = tokio::spawn(sweeper::sweep(app.clone(), sweeper_stopped));
+    let delay = Duration::from_millis(app.config.shutdown_delay_ms);
+    let stopping = async {
+        signal.await;
+        app.ready.store(false, Ordering::SeqCst);
+        tracing::info!(
+            delay_ms = delay.as_millis() as u64,
+            "shutdown: not ready, still serving"
+        );
+        tokio::time::sleep(delay).await;
+    };
+    tokio::pin!(stopping);
+    loop {
+        tokio::select! {
+            accepted = listener.accept() => {
+                let (stream, peer) = match accepted {
+                    Ok(pair) => pair,
+                    Err(e) => {
+                        // Out of file descriptors and similar: back off instead of spinning.
+                        tracing::warn!(error = %e, "accept failed");
+                        tokio::time::sleep(Duration::from_millis(50)).await;
+                        continue;
+                    }
+                };
+                let Ok(permit) = connections.clone().try_acquire_owned() else {
+                    // At the connection limit: close at once rather than queue.
+                    app.metrics.connections_refused.inc();
+                    drop(stream);
+                    continue;
+                };
+                serve(&app, &http, &graceful, stream, peer, permit);
+            }
+            () = &mut stopping => break,
+        }
+    }
+    app.ready.store(false, Ordering::SeqCst);
+    drop(listener);
+    let _ = stop_sweeper.send(true);
+    drain(&app, graceful, sweeper).await
+}
+
+/// Serves one connection on its own task; the permit is held until it closes.
+fn serve(
+    app: &Arc<App>,
+    http: &http1::Builder,
+    graceful: &GracefulShutdown,
+    stream: TcpStream,
+    peer: std::net::SocketAddr,
+    permit: OwnedSemaphorePermit,
+) {
+    let _ = stream.set_nodelay(true);
+    let open = service::metrics::ConnectionGuard::open(&app.metrics.process.open_connections);
+    let app = app.clone();
+    let service = service_fn(move |request| {
+        let app = app.clone();
+        async move { Ok::<_, Infallible>(super::handle(&app, request, peer).await) }
+    });
+    let connection = graceful.watch(http.serve_connection(TokioIo::new(stream), service));
+    tokio::spawn(async move {
+        if let Err(e) = connection.await {
+            tracing::debug!(error = %e, "connection ended with an error");
+        }
+        drop(open);
+        drop(permit);
+    });
+}
+
+/// After the listener closed: in-flight requests finish, the sweeper stops, confirmations are
+/// cleared and the producer flushed.
+async fn drain(
+    app: &App,
+    graceful: GracefulShutdown,
+    sweeper: tokio::task::JoinHandle<()>,
+) -> anyhow::Result<()> {
+    let bound = Duration::from_millis(app.config.common.shutdown_timeout_ms);
+    let started = Instant::now();
+    tokio::select! {
+        () = graceful.shutdown() => {}
+        () = tokio::time::sleep(bound) => {
+            tracing::warn!(timeout_ms = bound.as_millis() as u64, "in-flight requests did not finish in time");
+        }
+    }
+    let _ = sweeper.await;
+    app.confirmations.flush().await;
+    let publisher = app.publisher.clone();
+    let left = bound
+        .saturating_sub(started.elapsed())
+        .max(Duration::from_secs(1));
+    tokio::task::spawn_blocking(move || publisher.flush(left))
+        .await?
+        .context("flushing the Kafka producer")?;
+    Ok(())
+}

@@ -1,0 +1,211 @@
+//! User routes: request an issuance (the hot path) and read its status.
+
+use std::time::Instant;
+
+use schema::campaign::CouponStatus;
+use schema::ids::{CampaignId, IssuanceId};
+use schema::proto::IssuanceRequested;
+use serde::Serialize;
+use time::OffsetDateTime;
+use tracing::Instrument as _;
+
+use super::publish::PublishError;
+use crate::App;
+use crate::http::auth::Principal;
+use crate::http::problem::Problem;
+use crate::metrics::{Outcome, Produced};
+use gate::{Admission, Reservation};
+
+/// The 202 body.
+#[derive(Debug, Serialize)]
+pub struct Accepted {
+    pub issuance_id: IssuanceId,
+    pub campaign_id: CampaignId,
+    pub status: &'static str,
+}
+
+/// Reserves in the gate, then produces the event; answers only once Kafka acknowledged it.
+///
+/// **Invariant:** a 202 means the reservation is recorded in Redis and the event is persisted
+/// in Kafka. A definitive produce failure releases the reservation; an uncertain one keeps it
+/// (it is rolled forward with the same issuance id), and both answer 503.
+pub async fn request(
+    app: &App,
+    caller: &Principal,
+    campaign: CampaignId,
+) -> Result<Accepted, Problem> {
+    let issuance = IssuanceId::new(campaign);
+    let started = Instant::now();
+    let reservation = app
+        .gate
+        .reserve(&campaign, &caller.user, &issuance.reservation)
+        .instrument(tracing::info_span!("redis.reserve"))
+        .await
+        .map_err(|e| {
+            app.metrics.reservation(Outcome::Unavailable, started);
+            Problem::from(e)
+        })?;
+    app.metrics.reservation(outcome(&reservation), started);
+    let (seq, requested_ms) = match reservation {
+        Reservation::Accepted { seq, requested_ms } => (seq, requested_ms),
+        Reservation::Duplicate { reservation } => {
+            let existing = reservation.map(|reservation| IssuanceId {
+                campaign,
+                reservation,
+            });
+            return Err(Problem::AlreadyIssued {
+                issuance_id: existing.map(|id| id.to_string()),
+            });
+        }
+        Reservation::SoldOut => return Err(Problem::SoldOut),
+        Reservation::NotOpen => return Err(Problem::CampaignNotOpen),
+        Reservation::UnknownCampaign => return Err(Problem::NotFound("unknown campaign")),
+    };
+
+    let event = IssuanceRequested {
+        issuance_id: issuance.to_string(),
+        campaign_id: campaign.to_string(),
+        user_id: caller.user.as_str().to_owned(),
+        seq,
+        requested_at_ms: requested_ms,
+    };
+    let started = Instant::now();
+    let published = app
+        .publisher
+        .publish(&event)
+        .instrument(tracing::info_span!("kafka.produce", otel.kind = "producer"))
+        .await;
+    app.metrics.produced(
+        match &published {
+            Ok(()) => Produced::Persisted,
+            Err(PublishError::NotPersisted(_)) => Produced::NotPersisted,
+            Err(PublishError::Uncertain(_)) => Produced::Uncertain,
+        },
+        started,
+    );
+    match published {
+        Ok(()) => {
+            app.confirmations.confirm(issuance);
+            Ok(Accepted {
+                issuance_id: issuance,
+                campaign_id: campaign,
+                status: "accepted",
+            })
+        }
+        Err(PublishError::NotPersisted(e)) => {
+            tracing::warn!(error = %e, "kafka refused the event; releasing the reservation");
+            if let Err(release) = app.gate.release(&issuance, "kafka-refused").await {
+                // The admission stays journaled; reconciliation settles it.
+                tracing::error!(error = %release, issuance = %issuance, "release failed");
+            }
+            Err(kafka_unavailable())
+        }
+        Err(PublishError::Uncertain(e)) => {
+            tracing::warn!(error = %e, issuance = %issuance, "kafka outcome uncertain; reservation kept");
+            Err(kafka_unavailable())
+        }
+    }
+}
+
+fn outcome(reservation: &Reservation) -> Outcome {
+    match reservation {
+        Reservation::Accepted { .. } => Outcome::Accepted,
+        Reservation::Duplicate { .. } => Outcome::Duplicate,
+        Reservation::SoldOut => Outcome::SoldOut,
+        Reservation::NotOpen => Outcome::NotOpen,
+        Reservation::UnknownCampaign => Outcome::UnknownCampaign,
+    }
+}
+
+fn kafka_unavailable() -> Problem {
+    Problem::unavailable("the event log did not acknowledge in time; retry")
+}
+
+/// The status body of `GET /v1/issuances/{id}`.
+#[derive(Debug, Serialize)]
+pub struct Status {
+    pub issuance_id: IssuanceId,
+    pub campaign_id: CampaignId,
+    pub status: &'static str,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub reason: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub coupon: Option<Coupon>,
+}
+
+#[derive(Debug, Serialize)]
+pub struct Coupon {
+    pub coupon_id: uuid::Uuid,
+    pub seq: i32,
+    pub status: CouponStatus,
+    #[serde(with = "time::serde::rfc3339")]
+    pub issued_at: OffsetDateTime,
+    #[serde(with = "time::serde::rfc3339")]
+    pub expires_at: OffsetDateTime,
+}
+
+/// The ledger decides first (issued or rejected are terminal); otherwise the gate knows whether
+/// the admission is pending or was released. Another user's issuance is reported as absent.
+pub async fn status(
+    app: &App,
+    caller: &Principal,
+    issuance: IssuanceId,
+) -> Result<Status, Problem> {
+    let not_found = || Problem::NotFound("unknown issuance");
+    let mut status = Status {
+        issuance_id: issuance,
+        campaign_id: issuance.campaign,
+        status: "accepted",
+        reason: None,
+        coupon: None,
+    };
+    let db = app.db().await?;
+    let params: [&(dyn tokio_postgres::types::ToSql + Sync); 2] =
+        [&issuance.reservation, &issuance.campaign.0];
+    let coupon = db
+        .prepare_cached(include_str!("../sql/coupons_select_by_id_and_campaign.sql"))
+        .await?;
+    if let Some(row) = db.query_opt(&coupon, &params).await? {
+        let user: &str = row.try_get("user_id")?;
+        if user != caller.user.as_str() {
+            return Err(not_found());
+        }
+        status.status = "issued";
+        let expires_at: OffsetDateTime = row.try_get("expires_at")?;
+        let stored = row.try_get("status")?;
+        let coupon_status = CouponStatus::at(stored, expires_at, OffsetDateTime::now_utc())
+            .ok_or(Problem::Internal)?;
+        status.coupon = Some(Coupon {
+            coupon_id: issuance.reservation,
+            seq: row.try_get("seq")?,
+            status: coupon_status,
+            issued_at: row.try_get("issued_at")?,
+            expires_at,
+        });
+        return Ok(status);
+    }
+    let rejection = db
+        .prepare_cached(include_str!(
+            "../sql/issuance_rejections_select_by_id_and_campaign.sql"
+        ))
+        .await?;
+    if let Some(row) = db.query_opt(&rejection, &params).await? {
+        let user: &str = row.try_get("user_id")?;
+        if user != caller.user.as_str() {
+            return Err(not_found());
+        }
+        status.status = "rejected";
+        status.reason = Some(row.try_get("reason")?);
+        return Ok(status);
+    }
+    let admission = app.gate.admission(&issuance).await?;
+    match admission {
+        Some(Admission::Pending(admitted)) if admitted.user == caller.user.as_str() => Ok(status),
+        Some(Admission::Released { user, reason }) if user == caller.user.as_str() => {
+            status.status = "released";
+            status.reason = Some(reason);
+            Ok(status)
+        }
+        _ => Err(not_found()),
+    }
+}

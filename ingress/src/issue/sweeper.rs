@@ -1,0 +1,200 @@
+//! Settling the journal of reservations: confirmed ones are cleared in batches, overdue ones are
+//! rolled forward by the sweeper, and campaigns the gate lost are re-seeded from the ledger.
+//!
+//! Every step is idempotent and safe with several ingress pods: a claim is atomic in Redis, a
+//! re-produced event carries the original issuance id, and the consumer de-duplicates on it.
+//! Losing a confirmation (queue full, Redis error, shutdown) only means the sweeper re-produces
+//! that event once more.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::{Duration, Instant};
+
+use schema::ids::{CampaignId, IssuanceId};
+use tokio::sync::{mpsc, watch};
+
+use crate::App;
+use gate::Gate;
+
+/// Most confirmations waiting to be cleared; beyond it they are dropped (and re-produced later).
+const CONFIRMATION_QUEUE: usize = 65_536;
+/// Most journal entries one claim takes.
+const CLAIM_BATCH: usize = 256;
+
+/// The hot path's handle: reports reservations Kafka confirmed.
+#[derive(Clone)]
+pub struct Confirmations {
+    tx: mpsc::Sender<IssuanceId>,
+    /// Confirmations queued or being cleared.
+    pending: Arc<AtomicUsize>,
+}
+
+impl Confirmations {
+    /// Starts the task that clears confirmed reservations from the journal in batches.
+    pub fn spawn(gate: Gate) -> Confirmations {
+        let (tx, mut rx) = mpsc::channel::<IssuanceId>(CONFIRMATION_QUEUE);
+        let pending = Arc::new(AtomicUsize::new(0));
+        let cleared = pending.clone();
+        tokio::spawn(async move {
+            let mut batch = Vec::with_capacity(2_048);
+            while rx.recv_many(&mut batch, 2_048).await > 0 {
+                if let Err(e) = gate.clear(&batch).await {
+                    tracing::warn!(error = %e, count = batch.len(), "clearing confirmed reservations failed; the sweeper will re-produce them");
+                }
+                cleared.fetch_sub(batch.len(), Ordering::SeqCst);
+                batch.clear();
+            }
+        });
+        Confirmations { tx, pending }
+    }
+
+    /// Never waits: a full queue drops the confirmation (the sweeper then re-produces it).
+    pub fn confirm(&self, issuance: IssuanceId) {
+        self.pending.fetch_add(1, Ordering::SeqCst);
+        if self.tx.try_send(issuance).is_err() {
+            self.pending.fetch_sub(1, Ordering::SeqCst);
+        }
+    }
+
+    /// Waits (at most two seconds) until every queued confirmation was cleared, so a stopping
+    /// ingress leaves no confirmed reservation for the sweepers to re-produce.
+    pub async fn flush(&self) {
+        let deadline = Instant::now() + Duration::from_secs(2);
+        while self.pending.load(Ordering::SeqCst) > 0 && Instant::now() < deadline {
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+    }
+}
+
+/// Sweeps overdue journal entries every `SWEEP_INTERVAL_MS` and re-reads live campaigns (and
+/// re-seeds lost ones) every `RECONCILE_INTERVAL_MS`, until `stop` turns true.
+pub async fn sweep(app: Arc<App>, mut stop: watch::Receiver<bool>) {
+    let interval = Duration::from_millis(app.config.sweep_interval_ms);
+    let refresh = Duration::from_millis(app.config.reconcile_interval_ms);
+    let hold = app.config.journal_deadline();
+    let mut campaigns: Vec<CampaignId> = Vec::new();
+    let mut refreshed: Option<Instant> = None;
+    loop {
+        tokio::select! {
+            () = tokio::time::sleep(interval) => {}
+            _ = stop.wait_for(|stopped| *stopped) => return,
+        }
+        if refreshed.is_none_or(|at| at.elapsed() >= refresh) {
+            match live_campaigns(&app).await {
+                Ok(live) => {
+                    campaigns = live;
+                    refreshed = Some(Instant::now());
+                    reseed_lost(&app, &campaigns).await;
+                    count_journal(&app, &campaigns).await;
+                }
+                Err(e) => tracing::warn!(error = %e, "reading live campaigns failed"),
+            }
+        }
+        for campaign in &campaigns {
+            roll_forward(&app, campaign, hold).await;
+        }
+    }
+}
+
+/// Sets the journal gauge: reservations of live campaigns not yet confirmed by Kafka.
+async fn count_journal(app: &App, campaigns: &[CampaignId]) {
+    let mut total = 0u64;
+    for campaign in campaigns {
+        match app.gate.journal_len(campaign).await {
+            Ok(len) => total += len,
+            Err(e) => {
+                tracing::warn!(error = %e, "reading the journal length failed");
+                return;
+            }
+        }
+    }
+    app.metrics
+        .journal_entries
+        .set(i64::try_from(total).unwrap_or(i64::MAX));
+}
+
+/// Claims and re-produces a campaign's overdue reservations until none are left.
+async fn roll_forward(app: &App, campaign: &CampaignId, hold: Duration) {
+    loop {
+        let overdue = match app.gate.claim_overdue(campaign, hold, CLAIM_BATCH).await {
+            Ok(overdue) if overdue.is_empty() => return,
+            Ok(overdue) => overdue,
+            Err(e) => {
+                tracing::warn!(error = %e, campaign = %campaign, "claiming overdue reservations failed");
+                return;
+            }
+        };
+        tracing::info!(campaign = %campaign, count = overdue.len(), "rolling reservations forward");
+        let sends = overdue.iter().map(|o| async move {
+            match app.publisher.publish(&o.event()).await {
+                Ok(()) => Some(o.issuance),
+                Err(e) => {
+                    tracing::warn!(error = %e, issuance = %o.issuance, "re-producing failed; retried after the claim lapses");
+                    None
+                }
+            }
+        });
+        let confirmed: Vec<IssuanceId> = futures_util::future::join_all(sends)
+            .await
+            .into_iter()
+            .flatten()
+            .collect();
+        app.metrics.rolled_forward.inc_by(confirmed.len() as u64);
+        let complete = confirmed.len() == overdue.len();
+        if let Err(e) = app.gate.clear(&confirmed).await {
+            tracing::warn!(error = %e, "clearing rolled-forward reservations failed");
+        }
+        if !complete || overdue.len() < CLAIM_BATCH {
+            return;
+        }
+    }
+}
+
+/// Why the sweeper could not read the ledger. It speaks no HTTP: its loop logs this and tries
+/// again on its next round.
+#[derive(Debug, thiserror::Error)]
+enum LedgerError {
+    #[error("no postgres connection: {0}")]
+    Pool(#[from] deadpool_postgres::PoolError),
+    #[error("postgres: {0}")]
+    Db(#[from] tokio_postgres::Error),
+}
+
+/// Campaigns whose journal may still hold entries.
+async fn live_campaigns(app: &App) -> Result<Vec<CampaignId>, LedgerError> {
+    let db = app.db.get().await?;
+    let statement = db
+        .prepare_cached(include_str!("../sql/campaigns_select_live.sql"))
+        .await?;
+    let rows = db.query(&statement, &[]).await?;
+    Ok(rows
+        .iter()
+        .map(|row| row.try_get("id").map(CampaignId))
+        .collect::<Result<_, _>>()?)
+}
+
+/// Re-seeds every live campaign whose gate keys are gone (Redis restarted empty or failed over
+/// without them) from the ledger.
+async fn reseed_lost(app: &App, campaigns: &[CampaignId]) {
+    for id in campaigns {
+        match app.gate.figures(id).await {
+            Ok(Some(_)) => continue,
+            Ok(None) => {}
+            Err(e) => {
+                tracing::warn!(error = %e, "reading gate figures failed");
+                return;
+            }
+        }
+        let Ok(db) = app.db.get().await else {
+            return;
+        };
+        match gate::reconcile::reseed_from_ledger(&db, &app.gate, id).await {
+            Ok(true) => tracing::warn!(
+                campaign = %id,
+                "the gate had lost this campaign; re-seeded it from the ledger"
+            ),
+            Ok(false) => {}
+            Err(e) => tracing::warn!(error = %e, "re-seeding failed"),
+        }
+    }
+}

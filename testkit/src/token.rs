@@ -1,0 +1,25 @@
+//! Bearer tokens as the identity provider would issue them, signed with the secret every
+//! harness configures its ingress with.
+
+/// The HS256 secret of the ingress under test.
+pub const HS256_SECRET: &str = "test-secret-0123456789";
+
+/// An HS256 token signed with [`HS256_SECRET`], valid for an hour unless `exp_offset` says
+/// otherwise (seconds from now, negative for an expired token).
+pub fn token(sub: &str, role: Option<&str>, exp_offset: i64) -> String {
+    token_with_secret(sub, role, exp_offset, HS256_SECRET)
+}
+
+pub fn token_with_secret(sub: &str, role: Option<&str>, exp_offset: i64, secret: &str) -> String {
+    let now = time::OffsetDateTime::now_utc().unix_timestamp();
+    let mut claims = serde_json::json!({"sub": sub, "iat": now, "exp": now + exp_offset});
+    if let Some(role) = role {
+        claims["role"] = role.into();
+    }
+    jsonwebtoken::encode(
+        &jsonwebtoken::Header::default(),
+        &claims,
+        &jsonwebtoken::EncodingKey::from_secret(secret.as_bytes()),
+    )
+    .unwrap()
+}
