@@ -29,7 +29,7 @@ pub struct Args {
     #[arg(long, default_value = "load")]
     users: String,
     #[command(flatten)]
-    secret: crate::token::Secret,
+    secret: service::dev_token::DevSecret,
     /// Most requests in flight; a request that would exceed it is counted as dropped.
     #[arg(long, default_value_t = 4_096)]
     max_in_flight: usize,
@@ -58,8 +58,8 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
     let total = (args.rate as usize) * (args.seconds as usize);
     let now = OffsetDateTime::now_utc().unix_timestamp();
     let tokens: Vec<String> = (0..total)
-        .map(|n| args.secret.user_token(&format!("{}-{n}", args.users), now))
-        .collect::<anyhow::Result<_>>()
+        .map(|n| args.secret.mint(&format!("{}-{n}", args.users), None, now))
+        .collect::<std::result::Result<_, _>>()
         .context("minting tokens")?;
     let http = reqwest::Client::builder()
         .pool_max_idle_per_host(args.max_in_flight)

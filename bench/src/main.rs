@@ -7,7 +7,6 @@
 mod backlog;
 mod ceiling;
 mod load;
-mod token;
 
 use clap::{CommandFactory, FromArgMatches, Parser, Subcommand};
 

@@ -223,28 +223,16 @@ async fn poison_goes_to_the_dead_letter_topic_and_what_follows_is_persisted() {
     // The operator's view: each record with its reason; replayed, they come back to the source
     // topic unchanged, and (still poison) are dead-lettered again.
     let couponctl = |extra: &[&str]| {
-        let exe = std::env::current_exe().unwrap();
-        let bin = exe
-            .parent()
-            .and_then(|deps| deps.parent())
-            .unwrap()
-            .join("couponctl");
-        let output = std::process::Command::new(bin)
-            .args(["dead-letters", "records"])
-            .args(extra)
-            .env("KAFKA_BROKERS", testkit::kafka_brokers())
-            .env(
-                "TOPIC_ISSUANCE_DEAD_LETTER",
-                &running.fixture.dead_letter_topic,
-            )
-            .output()
-            .unwrap();
-        assert!(
-            output.status.success(),
-            "{}",
-            String::from_utf8_lossy(&output.stderr)
-        );
-        String::from_utf8_lossy(&output.stdout).into_owned()
+        testkit::stdout_of(
+            std::process::Command::new(testkit::workspace_bin("couponctl"))
+                .args(["dead-letters", "records"])
+                .args(extra)
+                .env("KAFKA_BROKERS", testkit::kafka_brokers())
+                .env(
+                    "TOPIC_ISSUANCE_DEAD_LETTER",
+                    &running.fixture.dead_letter_topic,
+                ),
+        )
     };
     let listed = couponctl(&[]);
     assert_eq!(listed.lines().count(), 1 + 4, "{listed}");

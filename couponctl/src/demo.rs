@@ -15,7 +15,7 @@ pub struct Args {
     #[arg(long, env = "INGRESS_URL", default_value = "http://127.0.0.1:8080")]
     base_url: String,
     #[command(flatten)]
-    secret: crate::tokens::Secret,
+    secret: service::dev_token::DevSecret,
     /// Coupons in the campaign.
     #[arg(long, default_value_t = 1_000)]
     stock: u32,
@@ -111,7 +111,7 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
             .timeout(Duration::from_secs(10))
             .build()?,
         base_url: args.base_url.clone(),
-        admin: args.secret.mint("demo-operator", true, now)?,
+        admin: args.secret.mint("demo-operator", Some("admin"), now)?,
     };
     let id = create_campaign(&api, &args, now).await?;
     println!(
@@ -196,7 +196,7 @@ fn burst_tokens(args: &Args, campaign: &str, now: i64) -> anyhow::Result<Vec<Str
     for n in 0..args.users {
         tokens.push(
             args.secret
-                .mint(&format!("demo-{}-{n}", &campaign[..8]), false, now)?,
+                .mint(&format!("demo-{}-{n}", &campaign[..8]), None, now)?,
         );
     }
     let stride = (args.users / args.repeats.max(1)).max(1);

@@ -4,7 +4,6 @@
 mod dead_letters;
 mod demo;
 mod migrate;
-mod tokens;
 mod topics;
 mod verify;
 
@@ -47,7 +46,7 @@ struct TokenArgs {
     #[arg(long)]
     admin: bool,
     #[command(flatten)]
-    secret: tokens::Secret,
+    secret: service::dev_token::DevSecret,
 }
 
 #[tokio::main]
@@ -68,7 +67,11 @@ async fn main() -> anyhow::Result<()> {
         Command::Demo(args) => demo::run(args).await,
         Command::Token(args) => {
             let now = time::OffsetDateTime::now_utc().unix_timestamp();
-            println!("{}", args.secret.mint(&args.sub, args.admin, now)?);
+            println!(
+                "{}",
+                args.secret
+                    .mint(&args.sub, args.admin.then_some("admin"), now)?
+            );
             Ok(())
         }
         Command::Verify(args) => verify::run(args).await,

@@ -5,6 +5,7 @@
 //! - [`config`]: settings from the command line, the environment, `NAME_FILE` secret files and
 //!   an optional config file, validated with every problem listed.
 //! - [`connection`]: the PostgreSQL and Redis settings every binary takes.
+//! - `dev_token` (feature `dev-token`): development HS256 tokens for the tools and tests.
 //! - [`logging`]: JSON (or text) logs, level by `RUST_LOG`; OpenTelemetry trace export.
 //! - [`tracing_context`]: W3C trace context in HTTP and Kafka headers.
 //! - [`metrics`]: the Prometheus registry, process figures, label helpers.
@@ -17,6 +18,8 @@
 pub mod backoff;
 pub mod config;
 pub mod connection;
+#[cfg(feature = "dev-token")]
+pub mod dev_token;
 pub mod kafka;
 pub mod logging;
 pub mod metrics;

@@ -35,7 +35,9 @@ pub use fixture::{
     Fixture, Record, connect, create_topics, database_admin_url, kafka_brokers, redis_url,
 };
 pub use ledger::Footprint;
-pub use procs::{PrivateBroker, PrivateRedis, Proc, free_port, wait_port, workspace_bin};
+pub use procs::{
+    PrivateBroker, PrivateRedis, Proc, free_port, stdout_of, wait_port, workspace_bin,
+};
 pub use proxy::FaultProxy;
 pub use token::{HS256_SECRET, token, token_with_secret};
 pub use world::World;

@@ -208,6 +208,18 @@ fn tansu_bin() -> String {
 
 /// A workspace binary built beside this test (`target/<profile>/<name>`): `cargo build
 /// --workspace --bins` builds them all (cargo builds only the binaries of a package under test).
+/// Runs `command` to its end and returns what it printed; a failure fails the test with the
+/// command's own error output.
+pub fn stdout_of(command: &mut Command) -> String {
+    let output = command.output().unwrap();
+    assert!(
+        output.status.success(),
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    String::from_utf8_lossy(&output.stdout).into_owned()
+}
+
 pub fn workspace_bin(name: &str) -> std::path::PathBuf {
     let exe = std::env::current_exe().unwrap();
     let dir = exe.parent().and_then(|deps| deps.parent()).unwrap();

@@ -12,14 +12,5 @@ pub fn token(sub: &str, role: Option<&str>, exp_offset: i64) -> String {
 
 pub fn token_with_secret(sub: &str, role: Option<&str>, exp_offset: i64, secret: &str) -> String {
     let now = time::OffsetDateTime::now_utc().unix_timestamp();
-    let mut claims = serde_json::json!({"sub": sub, "iat": now, "exp": now + exp_offset});
-    if let Some(role) = role {
-        claims["role"] = role.into();
-    }
-    jsonwebtoken::encode(
-        &jsonwebtoken::Header::default(),
-        &claims,
-        &jsonwebtoken::EncodingKey::from_secret(secret.as_bytes()),
-    )
-    .unwrap()
+    service::dev_token::mint(secret.as_bytes(), sub, role, now, now + exp_offset).unwrap()
 }

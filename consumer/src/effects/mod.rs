@@ -4,11 +4,14 @@
 //! - [`relay`] publishes the outbox rows the batch transaction queued, at least once.
 //! - [`announce`] queues campaign events whose moment passed; the relay runs it.
 //! - [`notify`] delivers the webhook notifications the relay queued.
+//! - `coupon`: an issued coupon read back from a row, as the message and the webhook body say
+//!   it.
 //!
 //! A failed round of any of them is an [`Error`], logged and retried; nothing is lost, because
 //! the work stays in the ledger until a round commits it done.
 
 pub mod announce;
+mod coupon;
 pub mod error;
 pub mod notify;
 pub mod relay;

@@ -12,7 +12,6 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use hmac::{Hmac, Mac};
-use schema::ids::{CampaignId, IssuanceId};
 use schema::time::rfc3339;
 use service::backoff::Backoff;
 use sha2::Sha256;
@@ -21,6 +20,7 @@ use tokio::sync::watch;
 use uuid::Uuid;
 
 use super::Error;
+use super::coupon::IssuedCoupon;
 use crate::metrics::{Delivery, Metrics};
 
 /// Header names of a delivery.
@@ -143,14 +143,8 @@ impl Notifier {
             let notification = Claimed {
                 id: row.try_get("id")?,
                 delivery_id: row.try_get("delivery_id")?,
-                event_id: row.try_get("event_id")?,
                 attempt: row.try_get("attempts")?,
-                coupon_id: row.try_get("coupon_id")?,
-                campaign_id: row.try_get("campaign_id")?,
-                user_id: row.try_get("user_id")?,
-                seq: row.try_get("seq")?,
-                issued_at: row.try_get("issued_at")?,
-                expires_at: row.try_get("expires_at")?,
+                coupon: IssuedCoupon::from_row(row)?,
             };
             attempts.push(self.attempt(notification));
         }
@@ -229,33 +223,24 @@ fn without_url(error: &reqwest::Error) -> String {
 struct Claimed {
     id: i64,
     delivery_id: Uuid,
-    event_id: Uuid,
     attempt: i32,
-    coupon_id: Uuid,
-    campaign_id: Uuid,
-    user_id: String,
-    seq: i32,
-    issued_at: OffsetDateTime,
-    expires_at: OffsetDateTime,
+    coupon: IssuedCoupon,
 }
 
 impl Claimed {
     fn body(&self) -> Vec<u8> {
-        let issuance = IssuanceId {
-            campaign: CampaignId(self.campaign_id),
-            reservation: self.coupon_id,
-        };
+        let coupon = &self.coupon;
         serde_json::json!({
             "type": "coupon.issued",
             "delivery_id": self.delivery_id,
-            "event_id": self.event_id,
-            "coupon_id": self.coupon_id,
-            "issuance_id": issuance.to_string(),
-            "campaign_id": self.campaign_id,
-            "user_id": self.user_id,
-            "seq": self.seq,
-            "issued_at": rfc3339(self.issued_at),
-            "expires_at": rfc3339(self.expires_at),
+            "event_id": coupon.event_id,
+            "coupon_id": coupon.coupon_id,
+            "issuance_id": coupon.issuance().to_string(),
+            "campaign_id": coupon.campaign_id,
+            "user_id": coupon.user_id,
+            "seq": coupon.seq,
+            "issued_at": rfc3339(coupon.issued_at),
+            "expires_at": rfc3339(coupon.expires_at),
         })
         .to_string()
         .into_bytes()

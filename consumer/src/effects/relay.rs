@@ -18,8 +18,7 @@ use std::time::{Duration, Instant};
 
 use prost::Message as _;
 use rdkafka::producer::{FutureProducer, FutureRecord, Producer as _};
-use schema::ids::{CampaignId, IssuanceId};
-use schema::proto::{CampaignEvent, CouponIssued, campaign_event};
+use schema::proto::{CampaignEvent, campaign_event};
 use schema::time::{rfc3339, unix_ms};
 use schema::topics;
 use service::backoff::Backoff;
@@ -29,6 +28,7 @@ use uuid::Uuid;
 
 use super::Error;
 use super::announce::Announcer;
+use super::coupon::IssuedCoupon;
 use crate::metrics::Metrics;
 
 pub struct Relay {
@@ -195,15 +195,7 @@ impl Relay {
         &self,
         row: &tokio_postgres::Row,
     ) -> Result<Envelope<'_>, tokio_postgres::Error> {
-        let coupon = IssuedCoupon {
-            event_id: row.try_get("event_id")?,
-            coupon_id: row.try_get("coupon_id")?,
-            campaign_id: row.try_get("campaign_id")?,
-            user_id: row.try_get("user_id")?,
-            seq: row.try_get("seq")?,
-            issued_at: row.try_get("issued_at")?,
-            expires_at: row.try_get("expires_at")?,
-        };
+        let coupon = IssuedCoupon::from_row(row)?;
         Ok(Envelope {
             topic: &self.topic,
             key: topics::record_key(&coupon.campaign_id.to_string(), &coupon.user_id),
@@ -315,34 +307,4 @@ struct Envelope<'a> {
     schema: &'static str,
     time: String,
     traceparent: Option<String>,
-}
-
-/// The coupon of a `coupon.issued` outbox row.
-struct IssuedCoupon {
-    event_id: Uuid,
-    coupon_id: Uuid,
-    campaign_id: Uuid,
-    user_id: String,
-    seq: i32,
-    issued_at: OffsetDateTime,
-    expires_at: OffsetDateTime,
-}
-
-impl IssuedCoupon {
-    fn message(&self) -> CouponIssued {
-        let issuance = IssuanceId {
-            campaign: CampaignId(self.campaign_id),
-            reservation: self.coupon_id,
-        };
-        CouponIssued {
-            event_id: self.event_id.to_string(),
-            issuance_id: issuance.to_string(),
-            coupon_id: self.coupon_id.to_string(),
-            campaign_id: self.campaign_id.to_string(),
-            user_id: self.user_id.clone(),
-            seq: u32::try_from(self.seq).unwrap_or_default(),
-            issued_at_ms: unix_ms(self.issued_at),
-            expires_at_ms: unix_ms(self.expires_at),
-        }
-    }
 }

@@ -165,18 +165,12 @@ async fn notification_counts(world: &World) -> HashMap<String, i64> {
 }
 
 fn couponctl(world: &World, args: &[&str]) -> String {
-    let output = std::process::Command::new(testkit::workspace_bin("couponctl"))
-        .env("DATABASE_URL", &world.fixture.database_url)
-        .arg("dead-letters")
-        .args(args)
-        .output()
-        .unwrap();
-    assert!(
-        output.status.success(),
-        "{}",
-        String::from_utf8_lossy(&output.stderr)
-    );
-    String::from_utf8_lossy(&output.stdout).into_owned()
+    testkit::stdout_of(
+        std::process::Command::new(testkit::workspace_bin("couponctl"))
+            .env("DATABASE_URL", &world.fixture.database_url)
+            .arg("dead-letters")
+            .args(args),
+    )
 }
 
 /// Webhooks: every delivery is signed and retried with backoff until the receiver accepts it;

@@ -1,4 +1,5 @@
-//! (route, method) to handler. A route of the table with a method it does not serve is 405.
+//! (route, method) to handler. A route of the table with a method it does not serve
+//! (`Route::methods`) is 405 before any handler runs.
 
 use http::{HeaderValue, Method, Request, StatusCode, header};
 use hyper::body::Incoming;
@@ -17,6 +18,9 @@ pub(super) async fn dispatch(
     matched: Matched,
 ) -> Result<Reply, Problem> {
     let method = request.method().clone();
+    if !matched.route.methods().contains(&method) {
+        return Err(Problem::MethodNotAllowed);
+    }
     match matched.route {
         Route::Healthz | Route::Readyz | Route::Metrics => {
             super::probes::answer(app, matched.route, &method).await
@@ -26,7 +30,7 @@ pub(super) async fn dispatch(
             public_campaigns(app, request, &method, &matched).await
         }
         Route::MyCoupons | Route::Redeem | Route::Refund => {
-            user_coupons(app, request, &method, &matched).await
+            user_coupons(app, request, &matched).await
         }
         Route::AdminCampaigns
         | Route::AdminCampaign
@@ -63,6 +67,7 @@ async fn issuance(
             let status = issue::handler::status(app, &caller, issuance).await?;
             Ok(json(StatusCode::OK, &status))
         }
+        // The table admitted no other method for these routes.
         _ => Err(Problem::MethodNotAllowed),
     }
 }
@@ -87,6 +92,7 @@ async fn public_campaigns(
             let view = campaigns::public::campaign(app, &campaign).await?;
             Ok(json(StatusCode::OK, view.as_ref()))
         }
+        // The table admitted no other method for these routes.
         _ => Err(Problem::MethodNotAllowed),
     }
 }
@@ -95,17 +101,9 @@ async fn public_campaigns(
 async fn user_coupons(
     app: &App,
     request: Request<Incoming>,
-    method: &Method,
     matched: &Matched,
 ) -> Result<Reply, Problem> {
     let route = matched.route;
-    let served = matches!(
-        (route, method),
-        (Route::MyCoupons, &Method::GET) | (Route::Redeem | Route::Refund, &Method::POST)
-    );
-    if !served {
-        return Err(Problem::MethodNotAllowed);
-    }
     let caller = user(app, &request).await?;
     if route == Route::MyCoupons {
         let page = coupons::mine(app, &caller, request.uri().query()).await?;
@@ -121,7 +119,8 @@ async fn user_coupons(
     Ok(json(StatusCode::OK, &view))
 }
 
-/// The operator routes: every one needs an admin token.
+/// The operator routes: every one needs an admin token. `dispatch` admitted only the methods
+/// the table lists, so the second method of a route needs no check here.
 async fn admin_routes(
     app: &App,
     request: Request<Incoming>,
@@ -129,18 +128,6 @@ async fn admin_routes(
     matched: &Matched,
 ) -> Result<Reply, Problem> {
     let route = matched.route;
-    let served = matches!(
-        (route, method),
-        (Route::AdminCampaigns, &Method::GET | &Method::POST)
-            | (Route::AdminCampaign, &Method::GET | &Method::PATCH)
-            | (
-                Route::AdminCampaignClose | Route::AdminCouponCancel,
-                &Method::POST
-            )
-    );
-    if !served {
-        return Err(Problem::MethodNotAllowed);
-    }
     admin(app, &request).await?;
     let id = matched.id(request.uri().path());
     match (route, method) {
@@ -174,11 +161,12 @@ async fn admin_routes(
                 &campaigns::admin::close(app, &campaign).await?,
             ))
         }
-        // Only `AdminCouponCancel` is left: the check above admitted nothing else.
-        _ => {
+        (Route::AdminCouponCancel, _) => {
             let coupon = parse_coupon(id)?;
             Ok(json(StatusCode::OK, &coupons::cancel(app, coupon).await?))
         }
+        // `dispatch` sends only the operator routes here.
+        _ => Err(Problem::NotFound("no such route")),
     }
 }
 

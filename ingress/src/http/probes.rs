@@ -14,7 +14,7 @@ use super::routes::Route;
 use crate::App;
 
 pub(super) async fn answer(app: &App, route: Route, method: &Method) -> Result<Reply, Problem> {
-    if method != Method::GET {
+    if !route.methods().contains(method) {
         return Err(Problem::MethodNotAllowed);
     }
     match route {

@@ -1,5 +1,7 @@
-//! The route table: every path the API serves, written once. The metrics label, the dispatch and
-//! the 405 answer all derive from it.
+//! The route table: every path the API serves and the methods it serves them with, written
+//! once. The metrics label, the dispatch and the 405 answer all derive from it.
+
+use http::Method;
 
 /// One route of the API; the handler for each (route, method) is in `http::dispatch`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -57,6 +59,26 @@ impl Route {
             Route::AdminCampaign => "admin_campaign",
             Route::AdminCampaignClose => "admin_campaign_close",
             Route::AdminCouponCancel => "admin_coupon_cancel",
+        }
+    }
+
+    /// The methods the route serves; any other is 405.
+    pub fn methods(self) -> &'static [Method] {
+        match self {
+            Route::Issuances
+            | Route::Redeem
+            | Route::Refund
+            | Route::AdminCampaignClose
+            | Route::AdminCouponCancel => &[Method::POST],
+            Route::AdminCampaigns => &[Method::GET, Method::POST],
+            Route::AdminCampaign => &[Method::GET, Method::PATCH],
+            Route::Healthz
+            | Route::Readyz
+            | Route::Metrics
+            | Route::PublicCampaigns
+            | Route::PublicCampaign
+            | Route::Issuance
+            | Route::MyCoupons => &[Method::GET],
         }
     }
 

@@ -17,11 +17,23 @@ use crate::metrics::{Outcome, Produced};
 use gate::{Admission, Reservation};
 
 /// The 202 body.
+/// Where an issuance stands: admitted and on its way (`accepted`), a coupon in the ledger
+/// (`issued`), refused by the ledger (`rejected`), or handed back by the gate because Kafka
+/// refused its event (`released`). The last three are final.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum IssuanceStatus {
+    Accepted,
+    Issued,
+    Rejected,
+    Released,
+}
+
 #[derive(Debug, Serialize)]
 pub struct Accepted {
     pub issuance_id: IssuanceId,
     pub campaign_id: CampaignId,
-    pub status: &'static str,
+    pub status: IssuanceStatus,
 }
 
 /// Reserves in the gate, then produces the event; answers only once Kafka acknowledged it.
@@ -89,7 +101,7 @@ pub async fn request(
             Ok(Accepted {
                 issuance_id: issuance,
                 campaign_id: campaign,
-                status: "accepted",
+                status: IssuanceStatus::Accepted,
             })
         }
         Err(PublishError::NotPersisted(e)) => {
@@ -126,7 +138,7 @@ fn kafka_unavailable() -> Problem {
 pub struct Status {
     pub issuance_id: IssuanceId,
     pub campaign_id: CampaignId,
-    pub status: &'static str,
+    pub status: IssuanceStatus,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub reason: Option<String>,
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -155,7 +167,7 @@ pub async fn status(
     let mut status = Status {
         issuance_id: issuance,
         campaign_id: issuance.campaign,
-        status: "accepted",
+        status: IssuanceStatus::Accepted,
         reason: None,
         coupon: None,
     };
@@ -170,7 +182,7 @@ pub async fn status(
         if user != caller.user.as_str() {
             return Err(not_found());
         }
-        status.status = "issued";
+        status.status = IssuanceStatus::Issued;
         let expires_at: OffsetDateTime = row.try_get("expires_at")?;
         let stored = row.try_get("status")?;
         let coupon_status = CouponStatus::at(stored, expires_at, OffsetDateTime::now_utc())
@@ -194,7 +206,7 @@ pub async fn status(
         if user != caller.user.as_str() {
             return Err(not_found());
         }
-        status.status = "rejected";
+        status.status = IssuanceStatus::Rejected;
         status.reason = Some(row.try_get("reason")?);
         return Ok(status);
     }
@@ -202,7 +214,7 @@ pub async fn status(
     match admission {
         Some(Admission::Pending(admitted)) if admitted.user == caller.user.as_str() => Ok(status),
         Some(Admission::Released { user, reason }) if user == caller.user.as_str() => {
-            status.status = "released";
+            status.status = IssuanceStatus::Released;
             status.reason = Some(reason);
             Ok(status)
         }
