@@ -52,12 +52,7 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
 
     let campaigns: Vec<CampaignId> = match &args.campaign {
         Some(id) => vec![id.parse().context("--campaign")?],
-        None => db
-            .query(include_str!("sql/campaigns_select_live.sql"), &[])
-            .await?
-            .iter()
-            .map(|row| CampaignId(row.get(0)))
-            .collect(),
+        None => reconcile::live_campaigns(&db).await?,
     };
     let mut breached = 0;
     for id in campaigns {

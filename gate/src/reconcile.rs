@@ -106,6 +106,17 @@ pub enum ReconcileError {
     Gate(#[from] GateError),
 }
 
+/// Campaigns the gate may still hold state for (`sql/campaigns_select_live.sql`), by id.
+pub async fn live_campaigns(
+    db: &tokio_postgres::Client,
+) -> Result<Vec<CampaignId>, tokio_postgres::Error> {
+    db.query(include_str!("sql/campaigns_select_live.sql"), &[])
+        .await?
+        .iter()
+        .map(|row| row.try_get("id").map(CampaignId))
+        .collect()
+}
+
 /// Reads both sides of one campaign.
 pub async fn report(
     db: &tokio_postgres::Client,

@@ -345,15 +345,7 @@ async fn broker_stopped_at_admission_answers_503_and_settles_when_back() {
     answers.extend(refused);
     // The operator view still answers, without the lag Kafka cannot give.
     let started = Instant::now();
-    let view = world
-        .http
-        .get(format!("{}/v1/admin/campaigns/{campaign}", world.base))
-        .bearer_auth(world.admin_token())
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(view.status(), 200);
-    let view: Value = view.json().await.unwrap();
+    let view = world.admin_campaign(&campaign).await;
     assert_eq!(view["consumer_lag"], Value::Null, "{view}");
     eprintln!("operator view without a broker in {:?}", started.elapsed());
     world.broker.start_again().await;

@@ -163,14 +163,7 @@ enum LedgerError {
 /// Campaigns whose journal may still hold entries.
 async fn live_campaigns(app: &App) -> Result<Vec<CampaignId>, LedgerError> {
     let db = app.db.get().await?;
-    let statement = db
-        .prepare_cached(include_str!("../sql/campaigns_select_live.sql"))
-        .await?;
-    let rows = db.query(&statement, &[]).await?;
-    Ok(rows
-        .iter()
-        .map(|row| row.try_get("id").map(CampaignId))
-        .collect::<Result<_, _>>()?)
+    Ok(gate::reconcile::live_campaigns(&db).await?)
 }
 
 /// Re-seeds every live campaign whose gate keys are gone (Redis restarted empty or failed over

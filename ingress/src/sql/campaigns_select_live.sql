@@ -1,4 +1,0 @@
--- Campaigns whose journal may still hold entries: open, upcoming, or ended within a day.
-SELECT id
-FROM campaigns
-WHERE ends_at > now() - interval '1 day'
