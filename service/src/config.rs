@@ -24,9 +24,14 @@ pub trait Validate {
     fn validate(&self) -> Result<(), Vec<String>>;
 }
 
-/// Settings both services share: logs and the shutdown bound.
+/// Settings both services share: the profile, logs and the shutdown bound.
 #[derive(Debug, Clone, clap::Args)]
 pub struct Common {
+    /// `production` (the default: unsafe settings are refused at start) or `development`
+    /// (a local stack: the development token secret and plaintext endpoints are allowed).
+    #[arg(long = "coupon-env", env = "COUPON_ENV", value_enum, default_value_t = Profile::Production)]
+    pub profile: Profile,
+
     /// Log line format: `json` (one object per line) or `text`.
     #[arg(long, env = "LOG_FORMAT", value_enum, default_value_t = LogFormat::Json)]
     pub log_format: LogFormat,
@@ -39,6 +44,21 @@ pub struct Common {
     /// producer flush, the batch being written, the offset commit) before it exits anyway.
     #[arg(long, env = "SHUTDOWN_TIMEOUT_MS", default_value_t = 20_000)]
     pub shutdown_timeout_ms: u64,
+}
+
+/// What the process may assume about where it runs. Anything unsafe is a development choice,
+/// never what happens when a setting is missing.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, clap::ValueEnum)]
+pub enum Profile {
+    #[default]
+    Production,
+    Development,
+}
+
+impl Profile {
+    pub fn is_production(self) -> bool {
+        self == Profile::Production
+    }
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]

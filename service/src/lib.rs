@@ -28,6 +28,6 @@ pub mod shutdown;
 pub mod tls;
 pub mod tracing_context;
 
-pub use config::{Common, Validate};
+pub use config::{Common, Profile, Validate};
 pub use connection::{PostgresArgs, RedisArgs};
 pub use kafka::KafkaArgs;

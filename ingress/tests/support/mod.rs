@@ -140,6 +140,7 @@ impl DerefMut for Stack {
 /// the setting of the same name in `extra`.
 fn ingress_config(fixture: &Fixture, extra: Vec<String>) -> ingress::Config {
     let defaults = [
+        "--coupon-env=development".to_owned(),
         "--listen=127.0.0.1:0".to_owned(),
         format!("--redis-url={}", testkit::redis_url()),
         format!("--redis-key-prefix={}", fixture.redis_prefix),
@@ -175,6 +176,7 @@ fn ingress_config(fixture: &Fixture, extra: Vec<String>) -> ingress::Config {
 pub fn consumer_config(fixture: &Fixture) -> consumer::Config {
     consumer::Config::from_args([
         "coupon-consumer",
+        "--coupon-env=development",
         &format!("--kafka-brokers={}", testkit::kafka_brokers()),
         &format!("--group-id={}", fixture.group),
         &format!("--topic-requested={}", fixture.topic),

@@ -104,6 +104,7 @@ impl World {
                 "RUST_LOG",
                 std::env::var("COUPON_FAULT_LOG").unwrap_or("info".into()),
             )
+            .env("COUPON_ENV", "development")
             .env("INGRESS_LISTEN", format!("127.0.0.1:{}", self.port))
             .env("REDIS_URL", self.redis.url())
             .env("REDIS_KEY_PREFIX", &self.fixture.redis_prefix)
@@ -141,6 +142,7 @@ impl World {
     pub fn spawn_consumer(&self, name: &str) -> Proc {
         let mut command = Command::new(workspace_bin("coupon-consumer"));
         command
+            .env("COUPON_ENV", "development")
             .env("RUST_LOG", "info")
             .env("KAFKA_BROKERS", self.broker.brokers())
             .env("CONSUMER_GROUP", &self.fixture.group)
