@@ -42,8 +42,9 @@ WORKDIR /
 
 FROM runtime AS ingress
 COPY --from=build /out/coupon-ingress /out/couponctl /usr/local/bin/
-ENV INGRESS_LISTEN=0.0.0.0:8080
-EXPOSE 8080
+# 9091: the ops listener (/metrics); the load balancer routes only 8080.
+ENV INGRESS_LISTEN=0.0.0.0:8080 INGRESS_OPS_LISTEN=0.0.0.0:9091
+EXPOSE 8080 9091
 ENTRYPOINT ["/usr/local/bin/coupon-ingress"]
 
 FROM runtime AS consumer
@@ -55,6 +56,6 @@ ENTRYPOINT ["/usr/local/bin/coupon-consumer"]
 # The default target: every binary, no entrypoint (the chart and compose.yaml name the command).
 FROM runtime AS all
 COPY --from=build /out/coupon-ingress /out/coupon-consumer /out/couponctl /usr/local/bin/
-ENV INGRESS_LISTEN=0.0.0.0:8080 CONSUMER_HTTP_LISTEN=0.0.0.0:9090
-EXPOSE 8080 9090
+ENV INGRESS_LISTEN=0.0.0.0:8080 INGRESS_OPS_LISTEN=0.0.0.0:9091 CONSUMER_HTTP_LISTEN=0.0.0.0:9090
+EXPOSE 8080 9090 9091
 CMD ["/usr/local/bin/couponctl", "--help"]

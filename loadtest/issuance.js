@@ -6,7 +6,8 @@
 //
 // Settings (environment): BASE_URL, SCENARIO (drop|spike|soak), RATE, DURATION, SPIKE_RATE,
 // SOAK_RATE, SOAK_DURATION, USERS (distinct users, one token each), STOCK, CAMPAIGN_ID (use an
-// existing campaign instead of creating one), JWT_HS256_SECRET (mints user and admin tokens),
+// existing campaign instead of creating one), JWT_HS256_SECRET (mints user and admin tokens,
+// with `iss`/`aud` from JWT_ISSUER/JWT_AUDIENCE when set),
 // ADMIN_TOKEN and TOKENS_FILE (pre-issued tokens, one per line, for RS256/ES256 deployments),
 // P99_MS (latency threshold), SUMMARY_FILE (JSON summary, default loadtest/results/summary.json).
 // Every request uses a different token, so users are distinct until USERS wrap around.
@@ -15,7 +16,7 @@ import exec from 'k6/execution';
 import { check } from 'k6';
 import { Counter } from 'k6/metrics';
 import { SharedArray } from 'k6/data';
-import { mintHs256, userTokens } from './lib/jwt.js';
+import { bound, mintHs256, userTokens } from './lib/jwt.js';
 
 const env = (name, fallback) => (__ENV[name] === undefined || __ENV[name] === '' ? fallback : __ENV[name]);
 const BASE_URL = env('BASE_URL', 'http://127.0.0.1:8080');
@@ -107,7 +108,7 @@ export function setup() {
     return { campaign_id: given, stock: null };
   }
   const now = Math.floor(Date.now() / 1000);
-  const admin = env('ADMIN_TOKEN', '') || mintHs256(SECRET, { sub: 'k6-operator', role: 'admin', iat: now, exp: now + 3600 });
+  const admin = env('ADMIN_TOKEN', '') || mintHs256(SECRET, bound({ sub: 'k6-operator', role: 'admin', iat: now, exp: now + 3600 }));
   const response = http.post(
     `${BASE_URL}/v1/admin/campaigns`,
     JSON.stringify({

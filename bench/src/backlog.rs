@@ -1,12 +1,17 @@
 //! `coupon-bench backlog`: produces N requested-issuance events for one campaign straight to Kafka,
 //! distinct users, as the ingress would have. The benchmark uses it to build a backlog and time
 //! how fast the consumer group drains it into PostgreSQL.
+//!
+//! The consumer persists only events signed with an event key, so this reads the active key from
+//! the ledger (`DATABASE_URL`) and signs each event as the ingress does: it works only for whoever
+//! can read the ledger's keys anyway.
 
 use std::time::{Duration, Instant};
 
 use anyhow::Context;
 use futures_util::StreamExt;
 use prost::Message;
+use rdkafka::message::{Header, OwnedHeaders};
 use rdkafka::producer::{FutureProducer, FutureRecord};
 use schema::ids::{CampaignId, IssuanceId};
 use schema::proto::IssuanceRequested;
@@ -21,6 +26,9 @@ pub struct Args {
     events: usize,
     #[command(flatten)]
     kafka: service::KafkaArgs,
+    /// The ledger, where the event keys are read.
+    #[command(flatten)]
+    postgres: service::PostgresArgs,
     /// The requested-issuance topic the consumer group reads.
     #[arg(long, env = "TOPIC_ISSUANCE_REQUESTED", default_value = schema::topics::ISSUANCE_REQUESTED)]
     topic: String,
@@ -28,6 +36,13 @@ pub struct Args {
 
 pub async fn run(args: Args) -> anyhow::Result<()> {
     let campaign: CampaignId = args.campaign.parse().context("--campaign")?;
+    let keys = service::event_keys::load(&args.postgres)
+        .await
+        .context("reading the event keys from DATABASE_URL")?;
+    anyhow::ensure!(
+        keys.signing_key(Instant::now()).is_some(),
+        "no active event key in DATABASE_URL (couponctl event-keys list)"
+    );
     let producer: FutureProducer = args
         .kafka
         .producer("coupon-bench-backlog")
@@ -39,6 +54,7 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
         .map(|n| {
             let producer = &producer;
             let topic = &args.topic;
+            let keys = &keys;
             async move {
                 let event = IssuanceRequested {
                     issuance_id: IssuanceId::new(campaign).to_string(),
@@ -49,9 +65,19 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
                 };
                 let key = schema::topics::record_key(&event.campaign_id, &event.user_id);
                 let payload = event.encode_to_vec();
+                let Some(signature) = keys.sign(key.as_bytes(), &payload) else {
+                    return true;
+                };
+                let headers = OwnedHeaders::new().insert(Header {
+                    key: service::event_keys::HEADER,
+                    value: Some(&signature),
+                });
                 producer
                     .send(
-                        FutureRecord::to(topic).key(&key).payload(&payload),
+                        FutureRecord::to(topic)
+                            .key(&key)
+                            .payload(&payload)
+                            .headers(headers),
                         Duration::from_secs(30),
                     )
                     .await

@@ -15,6 +15,11 @@ pub struct Config {
     #[arg(long, env = "TOPIC_ISSUANCE_REQUESTED", default_value = schema::topics::ISSUANCE_REQUESTED)]
     pub topic_requested: String,
 
+    // How often the event keys are re-read (`EVENT_KEYS_REFRESH_MS`); a record signed with a
+    // key id not yet known triggers one more read.
+    #[command(flatten)]
+    pub event_keys: service::event_keys::Args,
+
     /// Dead-letter topic for records that cannot be decoded.
     #[arg(long, env = "TOPIC_ISSUANCE_DEAD_LETTER", default_value = schema::topics::ISSUANCE_DEAD_LETTER)]
     pub topic_dead_letter: String,
@@ -39,10 +44,18 @@ pub struct Config {
     #[arg(long, env = "OUTBOX_POLL_MS", default_value_t = 100)]
     pub outbox_poll_ms: u64,
 
-    /// Webhook notified of every issued coupon (`https://`, or `http://` inside a trusted
-    /// network). Unset: no notifications.
+    /// Webhook notified of every issued coupon: `https://` (`http://` only with
+    /// `COUPON_ENV=development`), on a public address unless allowed below; redirects are not
+    /// followed. Unset: no notifications.
     #[arg(long, env = "WEBHOOK_URL")]
     pub webhook_url: Option<String>,
+
+    /// Non-public networks the webhook may reach all the same: CIDRs or addresses, separated by
+    /// commas (e.g. `10.20.0.0/16`). Loopback, link-local (the cloud metadata address),
+    /// unspecified, private, shared, multicast and reserved ranges are refused otherwise, for
+    /// every address the host resolves to at connection time.
+    #[arg(long, env = "WEBHOOK_ALLOWED_NETWORKS", default_value = "")]
+    pub webhook_allowed_networks: String,
 
     /// Key of the `X-Coupon-Signature` HMAC-SHA256 of each delivery.
     #[arg(long, env = "WEBHOOK_SECRET", hide_env_values = true)]
@@ -128,9 +141,14 @@ impl service::Validate for Config {
         if !(10..=60_000).contains(&self.outbox_poll_ms) {
             problems.push("OUTBOX_POLL_MS must be between 10 and 60000".to_owned());
         }
+        let policy = crate::effects::target::Policy::parse(&self.webhook_allowed_networks)
+            .map_err(|problem| problems.push(problem));
         if let Some(url) = &self.webhook_url {
-            if !(url.starts_with("https://") || url.starts_with("http://")) {
-                problems.push("WEBHOOK_URL must be an https:// or http:// URL".to_owned());
+            let production = self.common.profile.is_production();
+            if let Ok(policy) = &policy
+                && let Err(problem) = crate::effects::target::check_url(url, production, policy)
+            {
+                problems.push(problem);
             }
             if self.webhook_secret.as_deref().is_none_or(|s| s.len() < 16) {
                 problems.push(

@@ -4,6 +4,7 @@
 //! - [`config`]: every setting, from the environment and the command line.
 //! - [`persist`]: from the requested topic to the ledger.
 //!   - [`persist::batch`]: the records of one transaction, their offsets and trace context.
+//!   - [`persist::signature`]: the ingress's signature of each record, checked first.
 //!   - [`persist::decode`]: a record to a validated [`persist::decode::Issuance`], or the reason
 //!     it is poison.
 //!   - [`persist::plan`]: which issuances of a batch the ledger accepts or refuses (pure).
@@ -29,6 +30,8 @@
 
 pub mod config;
 pub mod effects;
+#[doc(hidden)]
+pub mod fuzzing;
 pub mod kafka;
 pub mod metrics;
 pub mod persist;
@@ -43,6 +46,7 @@ use anyhow::Context as _;
 use rdkafka::consumer::{CommitMode, Consumer as _, StreamConsumer};
 use rdkafka::message::Message;
 use service::backoff::Backoff;
+use service::event_keys::EventKeys;
 use tokio::sync::watch;
 use tracing::Instrument as _;
 
@@ -55,7 +59,7 @@ use crate::kafka::Context;
 use crate::metrics::Metrics;
 use crate::persist::batch::Batch;
 use crate::persist::dead_letter::DeadLetters;
-use crate::persist::decode::Issuance;
+use crate::persist::decode::{Issuance, Poison};
 use crate::persist::store::{Ledger, Written};
 
 /// A connected consumer, ready to [`Persister::run`].
@@ -67,6 +71,8 @@ pub struct Persister {
     consumer: Arc<StreamConsumer<Context>>,
     /// Where poison records go; their offsets move only once Kafka has them there.
     dead_letters: DeadLetters,
+    /// The keys a record's signature must verify under; read before consuming starts.
+    keys: Arc<EventKeys>,
     /// The relay and the notifier, started beside the batch loop when [`Persister::run`]
     /// begins (and taken from here then).
     effects: Option<Effects>,
@@ -90,15 +96,25 @@ impl Persister {
             .pool(config.database_pool_size)
             .context("DATABASE_URL")?;
         let effects = Effects::build(&config, pool.clone(), metrics.clone())?;
+        let keys = Arc::new(EventKeys::new(
+            config.postgres.clone(),
+            Duration::from_millis(config.event_keys.refresh_ms),
+        ));
         Ok(Persister {
             config,
             consumer: Arc::new(consumer),
             dead_letters,
+            keys,
             effects: Some(effects),
             ledger: Ledger::new(pool),
             metrics,
             stopping: Arc::new(AtomicBool::new(false)),
         })
+    }
+
+    /// The metrics this consumer records (what `/metrics` renders).
+    pub fn metrics(&self) -> Arc<Metrics> {
+        self.metrics.clone()
     }
 
     /// Serves `/healthz`, `/readyz` and `/metrics` on `listener` until the process ends.
@@ -123,8 +139,11 @@ impl Persister {
             None => Vec::new(),
         };
         self.on_shutdown(shutdown, stop_tx);
+        // No record can be judged before the event keys are read: the group is joined after.
+        let keys_read = persist::signature::first_load(&self.keys, &mut stop.clone()).await;
+        self.keys.spawn_refresh();
         let wait = Duration::from_millis(self.config.batch_wait_ms);
-        while let Some(batch) = self.next_batch(wait, stop.clone()).await {
+        while keys_read && let Some(batch) = self.next_batch(wait, stop.clone()).await {
             let span = batch.span();
             if !self
                 .persist(&batch.issuances, stop.clone())
@@ -175,7 +194,9 @@ impl Persister {
             tokio::select! {
                 received = self.consumer.recv() => match received {
                     Ok(message) => {
-                        self.take(&mut batch, &message).await;
+                        if !self.take(&mut batch, &message, &mut stop).await {
+                            return None;
+                        }
                         break tokio::time::Instant::now() + wait;
                     }
                     Err(e) => {
@@ -188,7 +209,11 @@ impl Persister {
         };
         while batch.issuances.len() < self.config.batch_size {
             match tokio::time::timeout_at(deadline, self.consumer.recv()).await {
-                Ok(Ok(message)) => self.take(&mut batch, &message).await,
+                Ok(Ok(message)) => {
+                    if !self.take(&mut batch, &message, &mut stop).await {
+                        break;
+                    }
+                }
                 Ok(Err(e)) => tracing::warn!(error = %e, "kafka receive failed"),
                 Err(_elapsed) => break,
             }
@@ -196,13 +221,37 @@ impl Persister {
         Some(batch)
     }
 
-    /// Adds a record to the batch, or dead-letters it.
-    async fn take(&self, batch: &mut Batch, message: &impl Message) {
-        if let Err(poison) = batch.push(message) {
+    /// Adds a record to the batch, or dead-letters it: first its signature, then its content.
+    /// False when shutdown began while the signature could not be judged (the keys were
+    /// unreadable): the record is left out, and redelivered to whoever reads on.
+    async fn take(
+        &self,
+        batch: &mut Batch,
+        message: &impl Message,
+        stop: &mut watch::Receiver<bool>,
+    ) -> bool {
+        let taken = if persist::headers::readable(message) {
+            let Some(verdict) = persist::signature::judge(&self.keys, message, stop).await else {
+                return false;
+            };
+            match verdict {
+                Ok(_key) => batch.push(message),
+                Err(refusal) => {
+                    batch.skip(message);
+                    self.metrics.refused(&refusal);
+                    Err(Poison::Signature(refusal))
+                }
+            }
+        } else {
+            batch.skip(message);
+            Err(Poison::Headers)
+        };
+        if let Err(poison) = taken {
             tracing::warn!(reason = %poison, partition = message.partition(), offset = message.offset(), "dead-lettering a record");
             self.dead_letters.send(message, &poison.to_string()).await;
             self.metrics.dead_letters.inc();
         }
+        true
     }
 
     /// Writes the batch, retrying with backoff while the database fails. The offsets do not

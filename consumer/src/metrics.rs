@@ -26,8 +26,10 @@ pub struct Metrics {
     rejected: Family<[(&'static str, &'static str); 1], Counter>,
     redelivered: Counter,
     pub dead_letters: Counter,
+    events_refused: Family<[(&'static str, &'static str); 1], Counter>,
     pub outbox_published: Counter,
     pub outbox_backlog: Gauge,
+    pub webhook_refused: Counter,
     notifications: Family<[(&'static str, &'static str); 1], Counter>,
 }
 
@@ -44,8 +46,10 @@ impl Metrics {
             rejected: Family::default(),
             redelivered: Counter::default(),
             dead_letters: Counter::default(),
+            events_refused: Family::default(),
             outbox_published: Counter::default(),
             outbox_backlog: Gauge::default(),
+            webhook_refused: Counter::default(),
             notifications: Family::default(),
         };
         let mut registry = Registry::default();
@@ -98,9 +102,17 @@ impl Metrics {
             "Records sent to the dead-letter topic",
             self.dead_letters.clone(),
         );
+        registry.register(
+            "coupon_events_refused",
+            "Requested-issuance records dead-lettered because their signature did not verify, by reason: missing, malformed, unknown-key, mismatch",
+            self.events_refused.clone(),
+        );
         // Present from the start, so an alert on its increase has a series to compare against.
         for reason in Rejection::ALL {
             let _ = self.rejected.get_or_create(&[("reason", reason.as_str())]);
+        }
+        for reason in service::event_keys::Refusal::LABELS {
+            let _ = self.events_refused.get_or_create(&[("reason", reason)]);
         }
     }
 
@@ -121,11 +133,23 @@ impl Metrics {
             "Webhook delivery attempts by result: delivered, retried, dead",
             self.notifications.clone(),
         );
+        registry.register(
+            "coupon_webhook_refused",
+            "Webhook connections refused: the receiver resolved only to non-public addresses (loopback, private, link-local, metadata) outside WEBHOOK_ALLOWED_NETWORKS",
+            self.webhook_refused.clone(),
+        );
         for result in Delivery::ALL {
             let _ = self
                 .notifications
                 .get_or_create(&[("result", result.label())]);
         }
+    }
+
+    /// Counts a record refused for its signature.
+    pub fn refused(&self, refusal: &service::event_keys::Refusal) {
+        self.events_refused
+            .get_or_create(&[("reason", refusal.label())])
+            .inc();
     }
 
     /// Counts one webhook delivery attempt.

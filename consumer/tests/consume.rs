@@ -1,5 +1,6 @@
-//! The consumer group on the real Kafka and PostgreSQL: idempotence, dead letters, and the
-//! ledger refusing an oversell or a duplicate on its own.
+//! The consumer group on the real Kafka and PostgreSQL: idempotence, dead letters, the
+//! ingress's signature on every record, and the ledger refusing an oversell or a duplicate on
+//! its own.
 
 #![allow(clippy::unwrap_used)] // a failed unwrap is a failed test
 
@@ -8,7 +9,7 @@ use std::time::Duration;
 use prost::Message as _;
 use rdkafka::ClientConfig;
 use rdkafka::consumer::{BaseConsumer, Consumer};
-use rdkafka::message::{Headers, Message};
+use rdkafka::message::{Header, Headers, Message, OwnedHeaders};
 use rdkafka::producer::{FutureProducer, FutureRecord};
 use schema::ids::{CampaignId, IssuanceId};
 use schema::proto::IssuanceRequested;
@@ -16,12 +17,17 @@ use testkit::{Fixture, eventually};
 use tokio::sync::oneshot;
 use uuid::Uuid;
 
+#[path = "consume/signed.rs"]
+mod signed;
+
 /// A running consumer on a fixture of its own; dropping it stops the consumer, waits for it to
 /// leave the group, then removes the fixture.
 struct Running {
     stop: Option<oneshot::Sender<()>>,
     task: Option<tokio::task::JoinHandle<anyhow::Result<()>>>,
     producer: FutureProducer,
+    /// The running consumer's metrics.
+    metrics: Option<std::sync::Arc<consumer::metrics::Metrics>>,
     fixture: Fixture,
 }
 
@@ -36,6 +42,7 @@ impl Running {
                 .set("enable.idempotence", "true")
                 .create()
                 .unwrap(),
+            metrics: None,
             fixture,
         };
         running.spawn_consumer();
@@ -57,6 +64,7 @@ impl Running {
         ])
         .unwrap();
         let persister = consumer::Persister::build(config).unwrap();
+        self.metrics = Some(persister.metrics());
         let (stop, stopped) = oneshot::channel::<()>();
         self.stop = Some(stop);
         self.task = Some(tokio::spawn(persister.run(async {
@@ -95,16 +103,39 @@ impl Running {
         id
     }
 
+    /// Produces a record signed as the ingress signs it, with the database's event key.
     async fn produce(&self, key: &str, payload: &[u8]) {
+        let signature = self.fixture.sign_event(key.as_bytes(), payload).await;
+        self.produce_with(key, payload, Some(&signature)).await;
+    }
+
+    /// Produces a record with the given `coupon-signature` header, or none.
+    async fn produce_with(&self, key: &str, payload: &[u8], signature: Option<&str>) {
+        let mut headers = OwnedHeaders::new();
+        if let Some(signature) = signature {
+            headers = headers.insert(Header {
+                key: service::event_keys::HEADER,
+                value: Some(signature),
+            });
+        }
         self.producer
             .send(
                 FutureRecord::to(&self.fixture.topic)
                     .key(key)
-                    .payload(payload),
+                    .payload(payload)
+                    .headers(headers),
                 Duration::from_secs(10),
             )
             .await
             .unwrap();
+    }
+
+    /// The value of one series of the running consumer's metrics, as `/metrics` renders them.
+    fn metric(&self, series: &str) -> f64 {
+        let text = self.metrics.as_ref().unwrap().render();
+        text.lines()
+            .find_map(|line| line.strip_prefix(series)?.trim().parse().ok())
+            .unwrap_or_else(|| panic!("no series {series} in\n{text}"))
     }
 
     async fn produce_event(&self, event: &IssuanceRequested) {

@@ -3,6 +3,7 @@
 
 mod dead_letters;
 mod demo;
+mod event_keys;
 mod migrate;
 mod topics;
 mod verify;
@@ -35,6 +36,9 @@ enum Command {
     /// What the pipeline set aside: dead webhook notifications (list, show, replay) and the
     /// records of the Kafka dead-letter topic (records, with --replay).
     DeadLetters(dead_letters::Args),
+    /// The keys of the requested-issuance events' MAC: list, rotate (a new key, active after a
+    /// delay), retire.
+    EventKeys(event_keys::Args),
 }
 
 #[derive(clap::Args)]
@@ -42,9 +46,17 @@ struct TokenArgs {
     /// The user id (`sub`).
     #[arg(long)]
     sub: String,
-    /// Add `role: admin`.
-    #[arg(long)]
+    /// Add `role: admin` (the same as `--role admin`).
+    #[arg(long, conflicts_with = "role")]
     admin: bool,
+    /// Add this `role`: `admin` for the operator routes, `service` for the order service's
+    /// redeem and refund.
+    #[arg(long)]
+    role: Option<String>,
+    /// The order service's audience (the ingress's `JWT_SERVICE_AUDIENCE`): a `service` token
+    /// carries it instead of `JWT_AUDIENCE`.
+    #[arg(long, env = "JWT_SERVICE_AUDIENCE")]
+    service_audience: Option<String>,
     #[command(flatten)]
     secret: service::dev_token::DevSecret,
 }
@@ -67,14 +79,16 @@ async fn main() -> anyhow::Result<()> {
         Command::Demo(args) => demo::run(args).await,
         Command::Token(args) => {
             let now = time::OffsetDateTime::now_utc().unix_timestamp();
-            println!(
-                "{}",
-                args.secret
-                    .mint(&args.sub, args.admin.then_some("admin"), now)?
-            );
+            let role = args.role.as_deref().or(args.admin.then_some("admin"));
+            let audience = match (role, &args.service_audience) {
+                (Some("service"), Some(service)) => Some(service.as_str()),
+                _ => args.secret.audience.as_deref(),
+            };
+            println!("{}", args.secret.mint_for(&args.sub, role, audience, now)?);
             Ok(())
         }
         Command::Verify(args) => verify::run(args).await,
         Command::DeadLetters(args) => dead_letters::run(args).await,
+        Command::EventKeys(args) => event_keys::run(args).await,
     }
 }

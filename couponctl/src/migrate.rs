@@ -39,6 +39,7 @@ async fn create_database(ledger: &service::PostgresArgs) -> anyhow::Result<()> {
         .to_owned();
     let server = service::PostgresArgs {
         url: on_database(&ledger.url, "postgres"),
+        ..ledger.clone()
     };
     let client = server
         .connect()

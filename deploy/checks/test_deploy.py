@@ -7,7 +7,9 @@
 - The kustomizations under k8s/ are built with deploy/kustomize.py and validated the same way.
 - The properties that matter are asserted: probes, restricted security context, the config
   checksum, shutdown timing, hook ordering, secrets only as files, scaling bounds, alert rules
-  and dashboard coverage, and that values.schema.json refuses bad values.
+  and dashboard coverage, that values.schema.json refuses bad values, the production profile
+  (token issuer and audience required unless a build is explicitly development), metrics on
+  the operations port only, and which paths each load balancer routes.
 
 Run: python3 -m unittest deploy/checks/test_deploy.py  (dev/check-deploy installs the packages)
 """
@@ -47,12 +49,58 @@ METRICS = {
     "coupon_postgres_duration_seconds", "coupon_coupons_issued_total", "coupon_issuances_rejected_total",
     "coupon_dead_letters_total", "process_resident_memory_bytes", "coupon_open_connections",
     "coupon_notifications_total", "coupon_outbox_backlog", "coupon_outbox_published_total",
-    "coupon_requests_shed_total", "coupon_connections_refused_total", "coupon_jwks_refreshes",
-    "coupon_consumer_redelivered_total", "process_open_fds",
+    "coupon_requests_shed_total", "coupon_connections_refused_total", "coupon_jwks_refreshes", "coupon_events_refused_total", "coupon_webhook_refused_total",
+    "coupon_consumer_redelivered_total", "process_open_fds", "coupon_readiness_checks_total",
+    "coupon_dependency_up",
 }
 REQUIRED_ALERTS = {"CouponConsumerLagHigh", "CouponDeadLetters", "CouponHigh5xxRate",
-                   "CouponJournalBacklog", "CouponRejectedAfterAccept"}
+                   "CouponJournalBacklog", "CouponRejectedAfterAccept", "CouponEventsRefused"}
 SECRET_SETTINGS = {"DATABASE_URL", "REDIS_URL_WITH_PASSWORD", "JWT_HS256_SECRET"}
+# What a production install must give at least: the chart refuses to render without them.
+PRODUCTION = {"auth": {"issuer": "https://id.example.com", "audience": "coupon-api"}}
+OPS_LISTEN = "0.0.0.0:9091"
+
+
+def api_paths() -> set[str]:
+    """The API's paths, from the ingress's route table (ingress/src/http/routes.rs)."""
+    source = (ROOT / "ingress" / "src" / "http" / "routes.rs").read_text()
+    table = source[source.index("const ROUTES"):]
+    table = table[:table.index("];")]
+    return set(re.findall(r'\("(/v1/[^"]*)", Route::', table))
+
+
+# Where each API path may be routed from outside the cluster.
+PUBLIC_PREFIXES = {"/v1/campaigns", "/v1/issuances", "/v1/me"}
+INTERNAL_PREFIXES = {"/v1/admin", "/v1/coupons"}
+
+
+def routed(path: str, prefixes: set[str]) -> bool:
+    """Whether an Ingress path of type Prefix in `prefixes` matches `path` (element-wise)."""
+    return any(path == p or path.startswith(p + "/") for p in prefixes)
+
+
+def ingress_paths(ingress: dict) -> set[str]:
+    paths = set()
+    for rule in ingress["spec"]["rules"]:
+        for entry in rule["http"]["paths"]:
+            assert entry["pathType"] == "Prefix", entry
+            assert entry["backend"]["service"]["port"] == {"name": "http"}, entry
+            paths.add(entry["path"])
+    return paths
+
+
+def profile_problems(objects: list[dict]) -> list[str]:
+    """Settings a production build lacks: every ingress ConfigMap whose COUPON_ENV is not
+    development needs JWT_ISSUER and JWT_AUDIENCE."""
+    problems = []
+    for cm in find(objects, "ConfigMap"):
+        data = cm.get("data", {})
+        if "INGRESS_LISTEN" not in data or data.get("COUPON_ENV") == "development":
+            continue
+        for key in ("JWT_ISSUER", "JWT_AUDIENCE"):
+            if not data.get(key):
+                problems.append(f"ConfigMap {cm['metadata']['name']}: {key} is required in production")
+    return problems
 
 
 # ---------------------------------------------------------------------------------------------
@@ -64,8 +112,9 @@ def chart() -> helm.Chart:
 
 
 def scenarios() -> dict[str, dict]:
-    """Values of each check scenario: the defaults and every ci/*-values.yaml."""
-    found = {"defaults": {}}
+    """Values of each check scenario: the defaults with what production requires, and every
+    ci/*-values.yaml."""
+    found = {"defaults": copy.deepcopy(PRODUCTION)}
     for path in sorted((CHART / "ci").glob("*-values.yaml")):
         found[path.name.removesuffix("-values.yaml")] = yaml.safe_load(path.read_text()) or {}
     return found
@@ -186,6 +235,39 @@ class Properties:
         self.assertGreater(spec["terminationGracePeriodSeconds"], pre_stop + drain,
                            f"{deployment['metadata']['name']}: grace period shorter than preStop + delay + timeout")
 
+    def assert_metrics_on_the_ops_port(self, objects: list[dict], config: dict[str, str]) -> None:
+        """The ingress serves /metrics on its ops port, which the ingress Service names
+        "metrics", only scrapers may reach, and no Ingress routes to."""
+        self.assertEqual(config["INGRESS_OPS_LISTEN"], OPS_LISTEN)
+        ops_port = int(OPS_LISTEN.rsplit(":", 1)[1])
+        deployment = next(d for d in find(objects, "Deployment") if d["metadata"]["name"].endswith("ingress"))
+        (container,) = pod_spec(deployment)["containers"]
+        ports = {p["name"]: p["containerPort"] for p in container["ports"]}
+        self.assertEqual(ports.get("ops"), ops_port)
+        service = next(s for s in find(objects, "Service") if s["metadata"]["name"].endswith("ingress"))
+        by_name = {p["name"]: p for p in service["spec"]["ports"]}
+        self.assertEqual(by_name["metrics"]["targetPort"], "ops")
+        self.assertEqual(by_name["http"]["targetPort"], "http")
+        for consumer in find(objects, "Service", "consumer"):
+            self.assertEqual([p["name"] for p in consumer["spec"]["ports"]], ["metrics"])
+        for ingress in find(objects, "Ingress"):
+            ingress_paths(ingress)  # every backend is the "http" port
+        policy = next(p for p in find(objects, "NetworkPolicy") if p["metadata"]["name"].endswith("ingress"))
+        rules = policy["spec"]["ingress"]
+        ops_rules = [r for r in rules if {"port": "ops", "protocol": "TCP"} in r["ports"]]
+        self.assertEqual(len(ops_rules), 1, "one rule for the ops port")
+        self.assertEqual(ops_rules[0]["ports"], [{"port": "ops", "protocol": "TCP"}])
+        sources = ops_rules[0].get("from")
+        self.assertTrue(sources, "the ops port is open to metrics scrapers only")
+        self.assertTrue(all("namespaceSelector" in s or "podSelector" in s or "ipBlock" in s for s in sources))
+
+    def assert_routes(self, ingress: dict, prefixes: set[str]) -> None:
+        """The Ingress routes exactly `prefixes`, and every API path it reaches is one of them."""
+        name = ingress["metadata"]["name"]
+        self.assertEqual(ingress_paths(ingress), prefixes, name)
+        for path in api_paths():
+            self.assertEqual(routed(path, ingress_paths(ingress)), routed(path, prefixes), f"{name}: {path}")
+
     def assert_secrets_as_files(self, objects: list[dict]) -> None:
         self.assertFalse(find(objects, "Secret"), "the deployment must reference Secrets, not create them")
         for cm in find(objects, "ConfigMap"):
@@ -255,8 +337,10 @@ class ChartTest(Properties, unittest.TestCase):
                     config = one(objects, "ConfigMap", f"-{component}")["data"]
                     self.assert_probes(deployment)
                     self.assert_shutdown_fits(deployment, config)
+                self.assert_metrics_on_the_ops_port(objects, one(objects, "ConfigMap", "-ingress")["data"])
                 self.assert_secrets_as_files(objects)
                 self.assert_selectors_match(objects)
+                self.assertEqual(profile_problems(objects), [])
 
     def test_config_checksum_tracks_the_config_map(self):
         manifests, objects = rendered("defaults")
@@ -264,7 +348,7 @@ class ChartTest(Properties, unittest.TestCase):
             template = f"coupon-issuance/templates/configmap-{component}.yaml"
             annotation = one(objects, "Deployment", f"-{component}")["spec"]["template"]["metadata"]["annotations"]
             self.assertEqual(annotation["checksum/config"], hashlib.sha256(manifests[template].encode()).hexdigest())
-        changed = objects_of(render({"ingress": {"env": {"KAFKA_LINGER_MS": 5}}}))
+        changed = objects_of(render({**PRODUCTION, "ingress": {"env": {"KAFKA_LINGER_MS": 5}}}))
         before = one(objects, "Deployment", "-ingress")["spec"]["template"]["metadata"]["annotations"]["checksum/config"]
         after = one(changed, "Deployment", "-ingress")["spec"]["template"]["metadata"]["annotations"]["checksum/config"]
         self.assertNotEqual(before, after, "a config change must roll the ingress pods")
@@ -336,9 +420,9 @@ class ChartTest(Properties, unittest.TestCase):
         self.assertEqual(scaled["spec"]["triggers"][0]["metadata"]["allowIdleConsumers"], "false")
         self.assertNotIn("replicas", one(keda, "Deployment", "-consumer")["spec"], "KEDA owns the count")
         with self.assertRaisesRegex(helm.HelmError, "must not exceed kafka.requestedPartitions"):
-            render({"consumer": {"keda": {"enabled": True, "maxReplicas": partitions + 1}}})
+            render({**PRODUCTION, "consumer": {"keda": {"enabled": True, "maxReplicas": partitions + 1}}})
         with self.assertRaisesRegex(helm.HelmError, "must not exceed kafka.requestedPartitions"):
-            render({"consumer": {"replicas": partitions + 1}})
+            render({**PRODUCTION, "consumer": {"replicas": partitions + 1}})
 
     def test_alb_ingress(self):
         _, objects = rendered("alb")
@@ -353,11 +437,46 @@ class ChartTest(Properties, unittest.TestCase):
         grace = pod_spec(one(objects, "Deployment", "-ingress"))["terminationGracePeriodSeconds"]
         self.assertLess(delay, grace, "the ALB drains no longer than the pod lives")
         self.assertIn("eks.amazonaws.com/role-arn", one(objects, "ServiceAccount")["metadata"]["annotations"])
+        self.assert_routes(ingress, PUBLIC_PREFIXES)
         _, nginx = rendered("nginx")
         plain = one(nginx, "Ingress")
         self.assertEqual(plain["spec"]["ingressClassName"], "nginx")
         self.assertFalse([k for k in plain["metadata"]["annotations"] if k.startswith("alb.")])
         self.assertEqual(plain["spec"]["tls"][0]["secretName"], "coupons-tls")
+        self.assert_routes(plain, PUBLIC_PREFIXES)
+
+    def test_admin_and_order_routes_only_on_the_internal_alb(self):
+        every = api_paths()
+        self.assertTrue(every and all(routed(p, PUBLIC_PREFIXES) != routed(p, INTERNAL_PREFIXES) for p in every),
+                        "every API path is public or internal, never both")
+        self.assertTrue(all(routed(p, INTERNAL_PREFIXES) for p in every if p.startswith(("/v1/admin/", "/v1/coupons/"))))
+        # Without the option: one Ingress, public paths only (the others stay in-cluster).
+        for name in ("alb", "full", "nginx"):
+            _, objects = rendered(name)
+            self.assert_routes(one(objects, "Ingress"), PUBLIC_PREFIXES)
+        # With it: a second, internal ALB carries the operator and order-service paths.
+        _, objects = rendered("internal")
+        ingresses = {i["metadata"]["name"]: i for i in find(objects, "Ingress")}
+        self.assertEqual(set(ingresses), {RELEASE, f"{RELEASE}-internal"})
+        public, internal = ingresses[RELEASE], ingresses[f"{RELEASE}-internal"]
+        self.assert_routes(public, PUBLIC_PREFIXES)
+        self.assert_routes(internal, INTERNAL_PREFIXES)
+        pa, ia = public["metadata"]["annotations"], internal["metadata"]["annotations"]
+        self.assertEqual(pa["alb.ingress.kubernetes.io/scheme"], "internet-facing")
+        self.assertEqual(ia["alb.ingress.kubernetes.io/scheme"], "internal")
+        self.assertNotEqual(pa.get("alb.ingress.kubernetes.io/group.name"), ia.get("alb.ingress.kubernetes.io/group.name"))
+        self.assertEqual(ia["alb.ingress.kubernetes.io/healthcheck-path"], "/readyz")
+        self.assertEqual(ia["alb.ingress.kubernetes.io/inbound-cidrs"], "10.0.0.0/16")
+        # The in-cluster callers may reach the ingress's port beside the ALB's subnets.
+        policy = one(objects, "NetworkPolicy", "-ingress")
+        sources = [s for r in policy["spec"]["ingress"] if {"port": "http", "protocol": "TCP"} in r["ports"]
+                   for s in r["from"]]
+        self.assertIn({"namespaceSelector": {"matchLabels": {"kubernetes.io/metadata.name": "orders"}}}, sources)
+        # One IngressGroup is one load balancer: the two must not share it.
+        with self.assertRaisesRegex(helm.HelmError, "expose.internal.groupName must differ"):
+            values = copy.deepcopy(scenarios()["internal"])
+            values["expose"]["internal"]["groupName"] = values["expose"]["alb"]["groupName"]
+            render(values)
 
     def test_monitoring_ships_rules_and_dashboard(self):
         _, objects = rendered("full")
@@ -386,6 +505,8 @@ class ChartTest(Properties, unittest.TestCase):
         self.assertEqual(used, METRICS, "the dashboard shows every metric, and only those")
         monitor = one(objects, "ServiceMonitor")
         self.assertEqual(monitor["spec"]["endpoints"][0]["path"], "/metrics")
+        # The services' "metrics" ports: the ingress's ops listener, never its API port.
+        self.assertEqual(monitor["spec"]["endpoints"][0]["port"], "metrics")
 
     def test_network_policies_and_spread(self):
         _, objects = rendered("defaults")
@@ -406,6 +527,12 @@ class ChartTest(Properties, unittest.TestCase):
             "auth mode none": {"auth": {"mode": "none"}},
             "secret in plain config": {"ingress": {"env": {"DATABASE_URL": "postgres://u:p@db/coupon"}}},
             "listen address overridden": {"consumer": {"env": {"CONSUMER_HTTP_LISTEN": "0.0.0.0:1"}}},
+            "ops address overridden": {"ingress": {"env": {"INGRESS_OPS_LISTEN": "0.0.0.0:8080"}}},
+            "profile through env": {"consumer": {"env": {"COUPON_ENV": "development"}}},
+            "issuer through env": {"ingress": {"env": {"JWT_ISSUER": "https://id.example.com"}}},
+            "unknown profile": {"environment": "staging"},
+            "ops port out of range": {"ingress": {"opsPort": 80}},
+            "internal entry typo": {"expose": {"internal": {"enabled": True, "schema": "internal"}}},
             "setting out of range": {"ingress": {"env": {"KAFKA_MESSAGE_TIMEOUT_MS": 50}}},
             "lower-case setting": {"ingress": {"env": {"kafka_linger_ms": 2}}},
             # null removes a default key when Helm coalesces values.
@@ -422,9 +549,40 @@ class ChartTest(Properties, unittest.TestCase):
         for name, values in bad.items():
             with self.subTest(name):
                 with self.assertRaises(helm.HelmValuesError, msg=f"schema accepted: {name}"):
-                    chart().validate_schema(values)
+                    chart().validate_schema({**PRODUCTION, **values})
         for name, values in scenarios().items():
             chart().validate_schema(values)  # the shipped scenarios pass
+
+    def test_production_needs_issuer_and_audience_unless_explicitly_development(self):
+        # The chart's own defaults are production and do not render.
+        self.assertEqual(chart().values["environment"], "production")
+        for name, values in {
+            "no values": {},
+            "no audience": {"auth": {"issuer": "https://id.example.com"}},
+            "empty issuer": {"auth": {"issuer": "", "audience": "coupon-api"}},
+            "production said": {"environment": "production", "auth": {"audience": "coupon-api"}},
+        }.items():
+            with self.subTest(name):
+                with self.assertRaisesRegex(helm.HelmValuesError, "/auth/(issuer|audience)"):
+                    render(values)
+        # Production renders with both, and says so to both services.
+        _, objects = rendered("defaults")
+        for component in ("ingress", "consumer"):
+            self.assertEqual(one(objects, "ConfigMap", f"-{component}")["data"]["COUPON_ENV"], "production")
+        config = one(objects, "ConfigMap", "-ingress")["data"]
+        self.assertEqual((config["JWT_ISSUER"], config["JWT_AUDIENCE"]), ("https://id.example.com", "coupon-api"))
+        # The explicit development values file renders without them, as development.
+        dev = yaml.safe_load((CHART / "ci" / "dev-values.yaml").read_text())
+        self.assertEqual(dev["environment"], "development")
+        self.assertNotIn("issuer", dev.get("auth", {}))
+        _, objects = rendered("dev")
+        for component in ("ingress", "consumer"):
+            self.assertEqual(one(objects, "ConfigMap", f"-{component}")["data"]["COUPON_ENV"], "development")
+        self.assertNotIn("JWT_ISSUER", one(objects, "ConfigMap", "-ingress")["data"])
+        # Only that file is development; every other scenario is production.
+        for name in scenarios():
+            profile = one(rendered(name)[1], "ConfigMap", "-ingress")["data"]["COUPON_ENV"]
+            self.assertEqual(profile, "development" if name == "dev" else "production", name)
 
     def test_notes_render(self):
         for name in scenarios():
@@ -454,7 +612,7 @@ class KustomizeTest(Properties, unittest.TestCase):
             self.assertEqual(kustomize.config_map_hash({"metadata": {"name": ""}, "data": data}), expected)
 
     def test_builds_are_valid(self):
-        for path in ("k8s/base", "k8s/overlays/production", "k8s/topics"):
+        for path in ("k8s/base", "k8s/overlays/production", "k8s/overlays/development", "k8s/topics"):
             for obj in self.build(path):
                 with self.subTest(build=path, object=obj["metadata"]["name"], kind=obj["kind"]):
                     validate(obj)
@@ -481,6 +639,8 @@ class KustomizeTest(Properties, unittest.TestCase):
             self.assert_restricted(obj)
         self.assert_secrets_as_files(objects)
         self.assert_selectors_match(objects)
+        self.assert_metrics_on_the_ops_port(objects, config["ingress"])
+        self.assert_routes(one(objects, "Ingress"), PUBLIC_PREFIXES)
         self.assertEqual(one(objects, "HorizontalPodAutoscaler")["spec"]["minReplicas"], 4)
         self.assertIn("eks.amazonaws.com/role-arn", one(objects, "ServiceAccount")["metadata"]["annotations"])
         alb = one(objects, "Ingress")["metadata"]["annotations"]
@@ -488,9 +648,27 @@ class KustomizeTest(Properties, unittest.TestCase):
         drain = (int(config["ingress"]["SHUTDOWN_DELAY_MS"]) + int(config["ingress"]["SHUTDOWN_TIMEOUT_MS"])) // 1000
         self.assertIn(f"deregistration_delay.timeout_seconds={drain}", alb["alb.ingress.kubernetes.io/target-group-attributes"])
 
-    def test_same_settings_as_the_chart(self):
-        """The plain manifests deploy what the chart deploys by default."""
+    def test_production_profile_needs_issuer_and_audience(self):
+        """Only the development overlay sets COUPON_ENV=development; any other build is
+        production and must carry JWT_ISSUER and JWT_AUDIENCE (the base alone does not)."""
+        production = self.build("k8s/overlays/production")
+        self.assertEqual(profile_problems(production), [])
+        self.assertEqual({c["data"]["COUPON_ENV"] for c in find(production, "ConfigMap")}, {"production"})
         base = self.build("k8s/base")
+        self.assertEqual(sorted(p.split(": ")[1] for p in profile_problems(base)),
+                         ["JWT_AUDIENCE is required in production", "JWT_ISSUER is required in production"])
+        development = self.build("k8s/overlays/development")
+        self.assertEqual(profile_problems(development), [])
+        self.assertEqual({c["data"]["COUPON_ENV"] for c in find(development, "ConfigMap")}, {"development"})
+        self.assertFalse(find(development, "Ingress"), "a development build faces no one")
+        for path in sorted((ROOT / "k8s").rglob("*")):
+            if path.suffix in (".yaml", ".env") and "COUPON_ENV=development" in path.read_text():
+                self.assertEqual(path.parent.name, "development", f"{path} sets the development profile")
+
+    def test_same_settings_as_the_chart(self):
+        """The plain manifests deploy what the chart deploys by default (with production's
+        required values)."""
+        base = self.build("k8s/overlays/production")
         _, chart_objects = rendered("defaults")
         for component in ("ingress", "consumer"):
             (plain_cm,) = [c for c in find(base, "ConfigMap") if c["metadata"]["name"].startswith(f"coupon-{component}-")]

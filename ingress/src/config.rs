@@ -5,12 +5,25 @@ use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::time::Duration;
 
+/// The HS256 secret of a development stack (`dev/up`): public, so refused in production.
+pub const DEVELOPMENT_SECRET: &str = "dev-secret";
+
 /// Every setting of the ingress. `--help` lists each with its environment variable.
 #[derive(Debug, Clone, clap::Args)]
 pub struct Config {
     /// Address the HTTP server binds.
     #[arg(long, env = "INGRESS_LISTEN", default_value = "127.0.0.1:8080")]
     pub listen: SocketAddr,
+
+    /// Address of the operations listener: `/metrics` (Prometheus), `/healthz` and `/readyz`.
+    /// Keep it off the load balancer; the public listener has no `/metrics`.
+    #[arg(long, env = "INGRESS_OPS_LISTEN", default_value = "127.0.0.1:9091")]
+    pub ops_listen: SocketAddr,
+
+    /// How often the readiness check (Redis, PostgreSQL, the topic's Kafka metadata) runs in the
+    /// background; `/readyz` answers from its last result and never calls a dependency itself.
+    #[arg(long, env = "INGRESS_READY_CHECK_INTERVAL_MS", default_value_t = 2_000)]
+    pub ready_check_interval_ms: u64,
 
     #[command(flatten)]
     pub redis: service::RedisArgs,
@@ -25,6 +38,11 @@ pub struct Config {
     /// Topic of requested issuances.
     #[arg(long, env = "TOPIC_ISSUANCE_REQUESTED", default_value = schema::topics::ISSUANCE_REQUESTED)]
     pub topic_requested: String,
+
+    // How often the event keys are re-read (`EVENT_KEYS_REFRESH_MS`); events are signed with
+    // the newest active one.
+    #[command(flatten)]
+    pub event_keys: service::event_keys::Args,
 
     /// The consumer group persisting the requested topic; the operator view shows its lag.
     #[arg(long, env = "CONSUMER_GROUP", default_value = "coupon-persister")]
@@ -61,14 +79,11 @@ pub struct Config {
     #[arg(long, env = "DATABASE_POOL_SIZE", default_value_t = 8)]
     pub database_pool_size: usize,
 
-    /// HS256 secret for development tokens. Ignored when `--jwks-file` or `--jwks-url` is set.
-    #[arg(
-        long,
-        env = "JWT_HS256_SECRET",
-        default_value = "dev-secret",
-        hide_env_values = true
-    )]
-    pub jwt_hs256_secret: String,
+    /// HS256 secret shared with the token issuer, when no JWKS is set. In production it must be
+    /// at least 32 bytes and not the development secret; in development it defaults to
+    /// `dev-secret`.
+    #[arg(long, env = "JWT_HS256_SECRET", hide_env_values = true)]
+    pub jwt_hs256_secret: Option<String>,
 
     /// JWKS file with the RS256/ES256 public keys of the identity provider (production).
     #[arg(long, env = "JWT_JWKS_FILE")]
@@ -95,6 +110,24 @@ pub struct Config {
     /// Required `aud` of every token, when set (a token without it is refused).
     #[arg(long, env = "JWT_AUDIENCE")]
     pub jwt_audience: Option<String>,
+
+    /// The claim that names a caller's role (a string, or an array of strings).
+    #[arg(long, env = "JWT_ROLE_CLAIM", default_value = "role")]
+    pub jwt_role_claim: String,
+
+    /// The role claim's value for operators (the `/v1/admin` routes).
+    #[arg(long, env = "JWT_ADMIN_ROLE", default_value = "admin")]
+    pub jwt_admin_role: String,
+
+    /// The role claim's value for the order service (redeem and refund).
+    #[arg(long, env = "JWT_SERVICE_ROLE", default_value = "service")]
+    pub jwt_service_role: String,
+
+    /// The audience the order service's tokens carry instead of `JWT_AUDIENCE`, so a user's
+    /// token can never act as the order service. In production, without it no token is
+    /// accepted as the order service (redeem and refund answer 403).
+    #[arg(long, env = "JWT_SERVICE_AUDIENCE")]
+    pub jwt_service_audience: Option<String>,
 
     /// Least time between two loads of the key set (`JWT_JWKS_FILE` or `JWT_JWKS_URL`) prompted
     /// by unknown key ids.
@@ -164,6 +197,17 @@ pub struct Config {
     #[arg(long, env = "SHUTDOWN_DELAY_MS", default_value_t = 5_000)]
     pub shutdown_delay_ms: u64,
 
+    /// Most public campaign reads (`GET /v1/campaigns`, `GET /v1/campaigns/{id}`) handled at
+    /// once. They have this budget of their own and never take `INGRESS_MAX_IN_FLIGHT`'s
+    /// permits, so a flood of them cannot shed issuance; beyond it they are answered 503 at once.
+    #[arg(
+        long,
+        env = "INGRESS_MAX_PUBLIC_READS",
+        default_value_t = 1_024,
+        value_parser = clap::builder::RangedU64ValueParser::<usize>::new().range(1..=1_000_000)
+    )]
+    pub max_public_reads: usize,
+
     #[command(flatten)]
     pub common: service::Common,
 }
@@ -231,12 +275,34 @@ impl Config {
         if !(64..=1 << 20).contains(&self.max_body_bytes) {
             problems.push("INGRESS_MAX_BODY_BYTES must be between 64 and 1048576".to_owned());
         }
+        if self.ops_listen == self.listen && self.listen.port() != 0 {
+            problems.push("INGRESS_OPS_LISTEN must differ from INGRESS_LISTEN".to_owned());
+        }
+        if !(100..=60_000).contains(&self.ready_check_interval_ms) {
+            problems
+                .push("INGRESS_READY_CHECK_INTERVAL_MS must be between 100 and 60000".to_owned());
+        }
     }
 
     /// Tokens and where their keys come from.
     fn auth_problems(&self, problems: &mut Vec<String>) {
-        if self.jwt_issuer.as_deref() == Some("") || self.jwt_audience.as_deref() == Some("") {
-            problems.push("JWT_ISSUER and JWT_AUDIENCE must not be empty when set".to_owned());
+        let empty = |v: &Option<String>| v.as_deref() == Some("");
+        if empty(&self.jwt_issuer) || empty(&self.jwt_audience) || empty(&self.jwt_service_audience)
+        {
+            problems.push(
+                "JWT_ISSUER, JWT_AUDIENCE and JWT_SERVICE_AUDIENCE must not be empty when set"
+                    .to_owned(),
+            );
+        }
+        if self.jwt_role_claim.is_empty()
+            || self.jwt_admin_role.is_empty()
+            || self.jwt_service_role.is_empty()
+            || self.jwt_admin_role == self.jwt_service_role
+        {
+            problems.push(
+                "JWT_ROLE_CLAIM, JWT_ADMIN_ROLE and JWT_SERVICE_ROLE must not be empty, and the two roles must differ"
+                    .to_owned(),
+            );
         }
         if self.jwt_leeway_secs > 30 {
             problems.push("JWT_LEEWAY_SECS must be at most 30".to_owned());
@@ -252,9 +318,73 @@ impl Config {
         if !(1..=86_400).contains(&self.jwks_refresh_secs) {
             problems.push("JWT_JWKS_REFRESH_SECS must be between 1 and 86400".to_owned());
         }
-        if self.jwks_file.is_none() && self.jwks_url.is_none() && self.jwt_hs256_secret.len() < 8 {
+        if self.common.profile.is_production() {
+            self.production_auth_problems(problems);
+        } else if self.jwks_file.is_none()
+            && self.jwks_url.is_none()
+            && self.jwt_hs256_secret.as_ref().is_some_and(|s| s.len() < 8)
+        {
             problems.push("JWT_HS256_SECRET must be at least 8 bytes".to_owned());
         }
+    }
+
+    /// What the production profile refuses and development allows: the development secret, a
+    /// short secret, no key source, tokens not bound to an issuer and an audience.
+    fn production_auth_problems(&self, problems: &mut Vec<String>) {
+        let jwks = self.jwks_file.is_some() || self.jwks_url.is_some();
+        match &self.jwt_hs256_secret {
+            _ if jwks => {}
+            None => problems.push(
+                "no token key source: set JWT_JWKS_URL or JWT_JWKS_FILE (or JWT_HS256_SECRET); COUPON_ENV=development allows the development secret"
+                    .to_owned(),
+            ),
+            Some(secret) if secret == DEVELOPMENT_SECRET || secret.len() < 32 => problems.push(
+                "JWT_HS256_SECRET must be at least 32 bytes and not the development secret in production (COUPON_ENV=development allows it)"
+                    .to_owned(),
+            ),
+            Some(_) => {}
+        }
+        if self.jwt_issuer.is_none() {
+            problems.push(
+                "JWT_ISSUER must be set in production (COUPON_ENV=development allows tokens without iss)"
+                    .to_owned(),
+            );
+        }
+        if self.jwt_audience.is_none() {
+            problems.push(
+                "JWT_AUDIENCE must be set in production (COUPON_ENV=development allows tokens without aud)"
+                    .to_owned(),
+            );
+        }
+    }
+
+    /// What tokens must carry and which roles they name.
+    pub fn token_expectations(&self) -> crate::http::auth::Expectations {
+        use crate::http::auth::{Roles, ServiceTokens};
+        let service_tokens = match (&self.jwt_service_audience, self.common.profile) {
+            (Some(audience), _) => ServiceTokens::ByRoleAndAudience(audience.clone()),
+            (None, service::Profile::Development) => ServiceTokens::ByRole,
+            (None, service::Profile::Production) => ServiceTokens::Refused,
+        };
+        crate::http::auth::Expectations {
+            leeway_secs: self.jwt_leeway_secs,
+            issuer: self.jwt_issuer.clone(),
+            audience: self.jwt_audience.clone(),
+            roles: Roles {
+                claim: self.jwt_role_claim.clone(),
+                admin: self.jwt_admin_role.clone(),
+                service: self.jwt_service_role.clone(),
+                service_tokens,
+            },
+        }
+    }
+
+    /// The HS256 secret in use when no JWKS is set: the configured one, or in development the
+    /// development secret.
+    pub fn hs256_secret(&self) -> &str {
+        self.jwt_hs256_secret
+            .as_deref()
+            .unwrap_or(DEVELOPMENT_SECRET)
     }
 
     /// Redis, Kafka, PostgreSQL and the journal.

@@ -12,18 +12,23 @@
 //!   routes), `public` (cached public reads).
 //! - [`coupons`]: the user's coupons, redemption, refund, cancellation.
 //! - [`lag`]: the consumer group's lag for the operator view.
-//! - [`metrics`]: the Prometheus metrics served on `/metrics`.
+//! - [`metrics`]: the Prometheus metrics.
+//! - [`ops`]: the background readiness check and the operations listener (`/metrics`).
 //!
 //! The gate itself (Lua scripts, rules, reconciliation) is the `gate` crate. [`App::build`]
-//! connects to the dependencies; [`run`] serves a bound listener until the shutdown signal.
+//! connects to the dependencies; [`run`] serves the bound public and operations listeners until
+//! the shutdown signal.
 
 pub mod campaigns;
 pub mod config;
 pub mod coupons;
+#[doc(hidden)]
+pub mod fuzzing;
 pub mod http;
 pub mod issue;
 pub mod lag;
 pub mod metrics;
+pub mod ops;
 
 use std::sync::Arc;
 use std::sync::atomic::AtomicBool;
@@ -54,7 +59,9 @@ pub struct App {
     pub db: deadpool_postgres::Pool,
     /// False once shutdown begins, so load balancers stop sending new requests.
     pub ready: AtomicBool,
-    /// What `/metrics` serves.
+    /// The last background dependency check, which `/readyz` answers from.
+    pub readiness: ops::Readiness,
+    /// What `/metrics` (on the operations listener) serves.
     pub metrics: metrics::Metrics,
     /// Public campaign reads, served from memory.
     pub public: campaigns::public::Cache,
@@ -66,20 +73,7 @@ impl App {
     /// Connects to Redis, Kafka and PostgreSQL. Fails when Redis or the topic is unreachable.
     pub async fn build(config: Config) -> anyhow::Result<Arc<App>> {
         service::tls::install();
-        let expect = http::auth::Expectations {
-            leeway_secs: config.jwt_leeway_secs,
-            issuer: config.jwt_issuer.clone(),
-            audience: config.jwt_audience.clone(),
-        };
-        let min_interval = Duration::from_millis(config.jwks_refresh_min_interval_ms);
-        let keys = match (&config.jwks_file, &config.jwks_url) {
-            (Some(path), _) => http::auth::Keys::jwks_file(path, expect, min_interval)
-                .context("loading JWT_JWKS_FILE")?,
-            (None, Some(url)) => http::auth::Keys::jwks_url(url, expect, min_interval)
-                .await
-                .context("loading JWT_JWKS_URL")?,
-            (None, None) => http::auth::Keys::hs256(config.jwt_hs256_secret.as_bytes(), expect),
-        };
+        let keys = http::auth::Keys::load(&config).await?;
         let gate = gate::Gate::connect(
             &config.redis.url,
             &config.redis.key_prefix,
@@ -88,11 +82,16 @@ impl App {
         )
         .await
         .context("connecting to REDIS_URL")?;
+        // Issuance answers 503 until the event keys are read (retried every second).
+        let event_keys =
+            service::event_keys::EventKeys::start(config.postgres.clone(), &config.event_keys)
+                .await;
         let publisher = issue::publish::Publisher::new(
             &config.kafka,
             &config.topic_requested,
             config.kafka_message_timeout_ms,
             config.kafka_linger_ms,
+            event_keys,
         )
         .context("creating the Kafka producer")?;
         publisher
@@ -112,6 +111,8 @@ impl App {
         let confirmations = issue::sweeper::Confirmations::spawn(gate.clone());
         let limits = http::limits::RateLimits::new(&config);
         let in_flight = Arc::new(tokio::sync::Semaphore::new(config.max_in_flight));
+        let public =
+            campaigns::public::Cache::new(config.max_public_reads, config.database_pool_size);
         let app = Arc::new(App {
             limits,
             in_flight,
@@ -122,8 +123,9 @@ impl App {
             publisher,
             db,
             ready: AtomicBool::new(true),
+            readiness: ops::Readiness::default(),
             metrics: metrics::Metrics::new(),
-            public: campaigns::public::Cache::default(),
+            public,
             lag,
         });
         if app.keys.from_url() {

@@ -1,4 +1,4 @@
-//! The ingress's Prometheus metrics, served on `/metrics`. Every label takes its values from
+//! The ingress's Prometheus metrics, served on the operations listener's `/metrics`. Every label takes its values from
 //! a small fixed set (routes, status codes, outcomes), never from user input.
 
 use std::time::Instant;
@@ -27,6 +27,8 @@ pub struct Metrics {
     pub connections_refused: Counter,
     pub shed: Counter,
     pub jwks_refreshes: Gauge,
+    readiness_checks: Counter,
+    dependency_up: Family<[Label; 1], Gauge>,
 }
 
 /// How a reservation ended, as counted.
@@ -66,6 +68,8 @@ impl Metrics {
             connections_refused: Counter::default(),
             shed: Counter::default(),
             jwks_refreshes: Gauge::default(),
+            readiness_checks: Counter::default(),
+            dependency_up: Family::default(),
         };
         let mut registry = Registry::default();
         metrics.register(&mut registry);
@@ -137,6 +141,16 @@ impl Metrics {
             "Re-reads of the JWKS prompted by unknown key ids since start",
             metrics.jwks_refreshes.clone(),
         );
+        registry.register(
+            "coupon_readiness_checks",
+            "Background dependency checks run for /readyz (one Kafka metadata request each)",
+            metrics.readiness_checks.clone(),
+        );
+        registry.register(
+            "coupon_dependency_up",
+            "Whether the last readiness check reached the dependency (1) or not (0)",
+            metrics.dependency_up.clone(),
+        );
     }
 
     pub fn request(&self, route: &'static str, status: u16, started: Instant) {
@@ -179,6 +193,16 @@ impl Metrics {
         self.produce.get_or_create(&[("result", label)]).inc();
         self.produce_duration
             .observe(service::metrics::seconds_since(started));
+    }
+
+    /// One readiness check ran: which dependencies answered.
+    pub fn readiness_checked(&self, redis: bool, kafka: bool, postgres: bool) {
+        self.readiness_checks.inc();
+        for (dependency, up) in [("redis", redis), ("kafka", kafka), ("postgres", postgres)] {
+            self.dependency_up
+                .get_or_create(&[("dependency", dependency)])
+                .set(i64::from(up));
+        }
     }
 
     /// The text exposition, with the process figures read now.

@@ -4,6 +4,8 @@
 
 #![allow(clippy::unwrap_used)] // a failed unwrap is a failed test
 
+mod availability;
+mod bad_input;
 mod campaigns;
 mod coupons;
 mod openapi;

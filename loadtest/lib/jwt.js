@@ -8,6 +8,15 @@ function b64url(text) {
   return encoding.b64encode(text, 'rawurl');
 }
 
+// `iss` and `aud` the ingress requires in production (its JWT_ISSUER and JWT_AUDIENCE), when
+// set in k6's environment.
+export function bound(claims) {
+  const out = { ...claims };
+  if (__ENV.JWT_ISSUER) out.iss = __ENV.JWT_ISSUER;
+  if (__ENV.JWT_AUDIENCE) out.aud = __ENV.JWT_AUDIENCE;
+  return out;
+}
+
 export function mintHs256(secret, claims) {
   const header = b64url(JSON.stringify({ alg: 'HS256', typ: 'JWT' }));
   const payload = b64url(JSON.stringify(claims));
@@ -20,7 +29,7 @@ export function userTokens(secret, prefix, count, ttlSeconds) {
   const now = Math.floor(Date.now() / 1000);
   const tokens = new Array(count);
   for (let n = 0; n < count; n++) {
-    tokens[n] = mintHs256(secret, { sub: `${prefix}-${n}`, iat: now, exp: now + ttlSeconds });
+    tokens[n] = mintHs256(secret, bound({ sub: `${prefix}-${n}`, iat: now, exp: now + ttlSeconds }));
   }
   return tokens;
 }

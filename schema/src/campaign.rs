@@ -15,6 +15,30 @@ pub const VALID_DAYS: std::ops::RangeInclusive<u32> = 1..=3650;
 /// Longest campaign name, in characters.
 pub const MAX_NAME_CHARS: usize = 200;
 
+/// What is wrong with a campaign name (as given; leading and trailing white space is dropped
+/// before it is stored), if anything: it must be 1 to [`MAX_NAME_CHARS`] characters (not bytes,
+/// as the ledger's CHECK counts), with no control character (the ledger refuses NUL outright,
+/// and the others have no place in a name shown to users).
+pub fn name_problem(name: &str) -> Option<&'static str> {
+    let name = name.trim();
+    if name.is_empty() || name.chars().count() > MAX_NAME_CHARS {
+        Some("name must be 1 to 200 characters")
+    } else if name.chars().any(char::is_control) {
+        Some("name must not contain control characters")
+    } else {
+        None
+    }
+}
+
+/// Whether a moment an operator gives stays within the years 0000 to 9999 once in UTC, as the
+/// ledger and the gate keep it and every reply writes it (RFC 3339 has four-digit years):
+/// `9999-12-31T23:59:59-01:00` is a valid RFC 3339 text, but a moment of the year 10000.
+pub fn in_utc_range(moment: OffsetDateTime) -> bool {
+    moment
+        .checked_to_offset(time::UtcOffset::UTC)
+        .is_some_and(|utc| (0..=9999).contains(&utc.year()))
+}
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum DiscountKind {
@@ -187,6 +211,41 @@ mod tests {
             Some(CouponStatus::Cancelled)
         );
         assert_eq!(CouponStatus::at("lost", past, now), None);
+    }
+
+    #[test]
+    fn a_name_is_counted_in_characters_and_has_no_control_characters() {
+        assert_eq!(name_problem("Spring drop"), None);
+        assert_eq!(
+            name_problem(&"é".repeat(MAX_NAME_CHARS)),
+            None,
+            "400 bytes, 200 characters"
+        );
+        assert!(name_problem(&"é".repeat(MAX_NAME_CHARS + 1)).is_some());
+        assert!(name_problem("  \t ").is_some(), "blank");
+        assert_eq!(
+            name_problem("  padded\t"),
+            None,
+            "trimmed white space is no problem"
+        );
+        for bad in ["a\0b", "a\u{7}b", "line\nbreak", "del\u{7f}", "c1\u{85}x"] {
+            assert_eq!(
+                name_problem(bad),
+                Some("name must not contain control characters"),
+                "{bad:?}"
+            );
+        }
+    }
+
+    #[test]
+    fn a_moment_must_stay_within_four_digit_years_in_utc() {
+        use time::format_description::well_known::Rfc3339;
+        let at = |text: &str| in_utc_range(OffsetDateTime::parse(text, &Rfc3339).unwrap());
+        assert!(at("9999-12-31T23:59:59Z"));
+        assert!(at("9999-12-31T23:59:59+01:00"));
+        assert!(!at("9999-12-31T23:59:59-01:00"), "the year 10000 in UTC");
+        assert!(at("0000-01-01T00:00:00Z"));
+        assert!(!at("0000-01-01T00:00:00+00:01"), "the year -1 in UTC");
     }
 
     #[test]

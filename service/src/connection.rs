@@ -13,17 +13,38 @@ pub struct PostgresArgs {
         default_value = "postgres://postgres@127.0.0.1:5432/coupon"
     )]
     pub url: String,
+
+    /// Longest wait for a pooled PostgreSQL connection, in milliseconds: for a free one, and
+    /// again for a new one to connect. Past it the caller fails at once (the ingress answers
+    /// 503 with `Retry-After`, the consumer retries with backoff) instead of queueing.
+    #[arg(
+        id = "database_pool_wait_ms",
+        value_name = "DATABASE_POOL_WAIT_MS",
+        long = "database-pool-wait-ms",
+        env = "DATABASE_POOL_WAIT_MS",
+        default_value_t = 1_000,
+        value_parser = clap::value_parser!(u64).range(1..=60_000)
+    )]
+    pub pool_wait_ms: u64,
 }
 
 impl PostgresArgs {
-    /// A connection pool of at most `size` connections. Connects lazily.
+    /// A connection pool of at most `size` connections, each wait bounded by
+    /// `DATABASE_POOL_WAIT_MS`. Connects lazily.
     pub fn pool(
         &self,
         size: usize,
     ) -> Result<deadpool_postgres::Pool, deadpool_postgres::CreatePoolError> {
+        let wait = Some(std::time::Duration::from_millis(self.pool_wait_ms));
+        let mut pool = deadpool_postgres::PoolConfig::new(size);
+        pool.timeouts = deadpool_postgres::Timeouts {
+            wait,
+            create: wait,
+            recycle: wait,
+        };
         let mut config = deadpool_postgres::Config::new();
         config.url = Some(self.url.clone());
-        config.pool = Some(deadpool_postgres::PoolConfig::new(size));
+        config.pool = Some(pool);
         config.create_pool(
             Some(deadpool_postgres::Runtime::Tokio1),
             tokio_postgres::NoTls,

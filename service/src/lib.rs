@@ -5,6 +5,7 @@
 //! - [`config`]: settings from the command line, the environment, `NAME_FILE` secret files and
 //!   an optional config file, validated with every problem listed.
 //! - [`connection`]: the PostgreSQL and Redis settings every binary takes.
+//! - [`event_keys`]: the MAC of requested-issuance events, its keys in PostgreSQL.
 //! - `dev_token` (feature `dev-token`): development HS256 tokens for the tools and tests.
 //! - [`logging`]: JSON (or text) logs, level by `RUST_LOG`; OpenTelemetry trace export.
 //! - [`tracing_context`]: W3C trace context in HTTP and Kafka headers.
@@ -20,6 +21,7 @@ pub mod config;
 pub mod connection;
 #[cfg(feature = "dev-token")]
 pub mod dev_token;
+pub mod event_keys;
 pub mod kafka;
 pub mod logging;
 pub mod metrics;

@@ -1,5 +1,6 @@
-//! The operations listener of a process without an API of its own (the consumer):
-//! `/healthz` (the process runs), `/readyz` (it does its job) and `/metrics` (Prometheus).
+//! The operations listener of every service (the consumer's `CONSUMER_HTTP_LISTEN`, the
+//! ingress's `INGRESS_OPS_LISTEN`): `/healthz` (the process runs), `/readyz` (it does its job)
+//! and `/metrics` (Prometheus). It belongs inside the cluster: nothing routes to it from outside.
 
 use std::convert::Infallible;
 use std::future::Future;

@@ -80,6 +80,17 @@ impl Api {
             .unwrap()
     }
 
+    /// `PATCH /v1/admin/campaigns/{campaign}` with `body`, as an operator.
+    pub async fn patch_campaign(&self, campaign: &str, body: &Value) -> reqwest::Response {
+        self.http
+            .patch(format!("{}/v1/admin/campaigns/{campaign}", self.base))
+            .bearer_auth(self.admin_token())
+            .json(body)
+            .send()
+            .await
+            .unwrap()
+    }
+
     /// The operator view of a campaign (it must answer 200).
     pub async fn admin_campaign(&self, id: &str) -> Value {
         let response = self

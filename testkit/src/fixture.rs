@@ -107,6 +107,13 @@ impl Fixture {
         connect(&self.database_url).await
     }
 
+    /// The `coupon-signature` header value the ingress would give a record with this key and
+    /// payload: signed with the test database's active event key.
+    pub async fn sign_event(&self, key: &[u8], payload: &[u8]) -> String {
+        let keys = service::event_keys::read(&self.db().await).await.unwrap();
+        keys.sign(key, payload).expect("an active event key")
+    }
+
     /// A connection to Redis (keys of this test start with `redis_prefix`).
     pub async fn redis(&self) -> redis::aio::MultiplexedConnection {
         redis::Client::open(redis_url())

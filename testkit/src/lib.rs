@@ -9,7 +9,8 @@
 //! - [`api`]: [`Api`], the HTTP client of the public and operator API that every harness
 //!   speaks through, and [`burst`], many users at once.
 //! - [`procs`]: real processes (a private Redis and broker, the workspace's binaries), killed
-//!   when dropped; [`proxy`]: a TCP proxy that can take a server away.
+//!   when dropped; [`proxy`]: a TCP proxy that can take a server away; [`raw_kafka`]: one
+//!   record produced byte for byte (headers no client library would write).
 //! - [`world`]: [`World`], the whole pipeline as processes on services of its own, for the
 //!   suites that span processes and inject faults, with the invariant check they end on.
 //!
@@ -24,6 +25,7 @@ pub mod fixture;
 pub mod ledger;
 pub mod procs;
 pub mod proxy;
+pub mod raw_kafka;
 pub mod token;
 pub mod world;
 

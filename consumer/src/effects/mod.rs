@@ -4,6 +4,7 @@
 //! - [`relay`] publishes the outbox rows the batch transaction queued, at least once.
 //! - [`announce`] queues campaign events whose moment passed; the relay runs it.
 //! - [`notify`] delivers the webhook notifications the relay queued.
+//! - [`target`]: where the webhook client may connect (public addresses, or allow-listed ones).
 //! - `coupon`: an issued coupon read back from a row, as the message and the webhook body say
 //!   it.
 //!
@@ -15,6 +16,7 @@ mod coupon;
 pub mod error;
 pub mod notify;
 pub mod relay;
+pub mod target;
 
 use std::sync::Arc;
 

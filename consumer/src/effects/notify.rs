@@ -21,6 +21,7 @@ use uuid::Uuid;
 
 use super::Error;
 use super::coupon::IssuedCoupon;
+use super::target;
 use crate::metrics::{Delivery, Metrics};
 
 /// Header names of a delivery.
@@ -77,10 +78,22 @@ impl Notifier {
             return Ok(None);
         };
         let timeout = Duration::from_millis(config.webhook_timeout_ms);
+        let policy =
+            target::Policy::parse(&config.webhook_allowed_networks).map_err(anyhow::Error::msg)?;
+        target::check_url(&url, config.common.profile.is_production(), &policy)
+            .map_err(anyhow::Error::msg)?;
+        // No redirects (a 3xx is a failed attempt, never a re-POST elsewhere), no proxy, and
+        // every resolved address checked at connection time.
         let http = reqwest::Client::builder()
             .timeout(timeout)
             .connect_timeout(timeout)
             .pool_max_idle_per_host(16)
+            .redirect(reqwest::redirect::Policy::none())
+            .no_proxy()
+            .dns_resolver(Arc::new(target::Resolver {
+                policy: Arc::new(policy),
+                refused: metrics.webhook_refused.clone(),
+            }))
             .build()?;
         Ok(Some(Notifier {
             pool,
@@ -171,9 +184,16 @@ impl Notifier {
             .await;
         let failure = match sent {
             Ok(response) if response.status().is_success() => None,
+            Ok(response) if response.status().is_redirection() => Some(format!(
+                "webhook answered {} (redirects are not followed)",
+                response.status().as_u16()
+            )),
             Ok(response) => Some(format!("webhook answered {}", response.status().as_u16())),
             Err(e) if e.is_timeout() => Some("webhook timed out".to_owned()),
-            Err(e) => Some(format!("webhook unreachable: {}", without_url(&e))),
+            Err(e) => Some(match target::Refused::find(&e) {
+                Some(refused) => refused.to_string(),
+                None => format!("webhook unreachable: {}", without_url(&e)),
+            }),
         };
         let client = self.pool.get().await?;
         match failure {

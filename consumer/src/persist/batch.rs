@@ -21,6 +21,13 @@ pub struct Batch {
 }
 
 impl Batch {
+    /// Counts a record that is not added (its signature was refused): its offset is stored
+    /// with the batch's.
+    pub fn skip(&mut self, message: &impl Message) {
+        self.last_offsets
+            .insert(message.partition(), message.offset());
+    }
+
     /// Adds one record. A poison record is returned as its reason, for the caller to
     /// dead-letter; its offset counts as seen all the same.
     pub fn push(&mut self, message: &impl Message) -> Result<(), Poison> {

@@ -57,7 +57,11 @@ impl DeadLetters {
 /// The record's own headers, then the reason and where the record came from.
 fn headers(record: &impl Message, reason: &str, partition: &str, offset: &str) -> OwnedHeaders {
     let mut headers = OwnedHeaders::new();
-    if let Some(original) = record.headers() {
+    // A record with an unreadable header name goes without its headers (see `headers`).
+    if let Some(original) = record
+        .headers()
+        .filter(|_| super::headers::readable(record))
+    {
         for header in original.iter() {
             headers = headers.insert(header);
         }

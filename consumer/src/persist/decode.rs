@@ -30,6 +30,12 @@ pub enum Poison {
     Protobuf(String),
     #[error("invalid field {0}")]
     Field(&'static str),
+    /// A header name is not UTF-8: never the ingress's record, and unreadable by the binding.
+    #[error("a header name is not UTF-8")]
+    Headers,
+    /// Not signed by an event key the ingress could have used: never decoded.
+    #[error("{0}")]
+    Signature(service::event_keys::Refusal),
 }
 
 /// The issuance of one record's payload, every field checked: the issuance id names the

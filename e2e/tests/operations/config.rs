@@ -12,7 +12,13 @@ fn run_with(binary: &str, env: &[(&str, &str)], args: &[&str]) -> std::process::
             command.env_remove(name);
         }
     }
+    // Ports of its own: an ingress that gets as far as binding must not meet another's. These
+    // tests are about where settings come from, in the development profile; the production
+    // profile's own rules have their test below.
     command
+        .env("COUPON_ENV", "development")
+        .env("INGRESS_LISTEN", "127.0.0.1:0")
+        .env("INGRESS_OPS_LISTEN", "127.0.0.1:0")
         .envs(env.iter().copied())
         .args(args)
         .output()
@@ -80,6 +86,8 @@ fn help_documents_every_setting() {
             "coupon-ingress",
             &[
                 "INGRESS_LISTEN",
+                "INGRESS_OPS_LISTEN",
+                "INGRESS_READY_CHECK_INTERVAL_MS",
                 "REDIS_URL",
                 "KAFKA_MESSAGE_TIMEOUT_MS",
                 "JWT_JWKS_FILE",
@@ -88,6 +96,10 @@ fn help_documents_every_setting() {
                 "LOG_FORMAT",
                 "RUST_LOG",
                 "COUPON_CONFIG_FILE",
+                "COUPON_ENV",
+                "JWT_ROLE_CLAIM",
+                "JWT_SERVICE_AUDIENCE",
+                "EVENT_KEYS_REFRESH_MS",
             ][..],
         ),
         (
@@ -98,6 +110,9 @@ fn help_documents_every_setting() {
                 "KAFKA_STATISTICS_INTERVAL_MS",
                 "SHUTDOWN_TIMEOUT_MS",
                 "COUPON_CONFIG_FILE",
+                "COUPON_ENV",
+                "EVENT_KEYS_REFRESH_MS",
+                "WEBHOOK_ALLOWED_NETWORKS",
             ][..],
         ),
     ] {
@@ -194,5 +209,80 @@ fn kafka_properties_pass_through_but_never_weaken_a_guarantee() {
             format!("{stdout}{stderr}").contains("no.such.property"),
             "{binary}: librdkafka did not see the property:\n{stdout}{stderr}"
         );
+    }
+}
+
+/// The production profile is the default: without `COUPON_ENV`, or with `production`, the
+/// ingress refuses the development secret, a short secret, no key source, and tokens not bound
+/// to an issuer and an audience, naming each setting and never a value. `development` relaxes
+/// exactly these rules.
+#[test]
+fn production_is_the_default_profile_and_refuses_unsafe_token_settings() {
+    // Past the settings the ingress connects to Redis: an unreachable one ends it quickly.
+    let start = |profile: Option<&str>, env: &[(&str, &str)]| {
+        let mut command = Command::new(workspace_bin("coupon-ingress"));
+        for (name, _) in std::env::vars() {
+            if name.starts_with("JWT_") || name == "COUPON_ENV" {
+                command.env_remove(name);
+            }
+        }
+        if let Some(profile) = profile {
+            command.env("COUPON_ENV", profile);
+        }
+        let output = command
+            .env("INGRESS_LISTEN", "127.0.0.1:0")
+            .env("INGRESS_OPS_LISTEN", "127.0.0.1:0")
+            .env("REDIS_URL", "redis://127.0.0.1:1/0")
+            .env("REDIS_TIMEOUT_MS", "200")
+            .envs(env.iter().copied())
+            .output()
+            .unwrap();
+        let stderr = String::from_utf8_lossy(&output.stderr).into_owned();
+        (output.status.code(), stderr)
+    };
+    let strong = "0123456789abcdef0123456789abcdef";
+    let bound = [
+        ("JWT_ISSUER", "https://idp.example"),
+        ("JWT_AUDIENCE", "coupons"),
+    ];
+
+    let (code, stderr) = start(None, &[]);
+    assert_eq!(code, Some(2), "{stderr}");
+    for named in ["no token key source", "JWT_ISSUER", "JWT_AUDIENCE"] {
+        assert!(stderr.contains(named), "{named} not named:\n{stderr}");
+    }
+    for secret in ["dev-secret", "only-thirty-one-bytes-long-abcd"] {
+        let (code, stderr) = start(
+            Some("production"),
+            &[bound[0], bound[1], ("JWT_HS256_SECRET", secret)],
+        );
+        assert_eq!(code, Some(2), "{stderr}");
+        assert!(stderr.contains("JWT_HS256_SECRET"), "{stderr}");
+        assert!(
+            !stderr.contains(secret),
+            "the secret was printed:\n{stderr}"
+        );
+    }
+    let (code, stderr) = start(None, &[bound[0], ("JWT_HS256_SECRET", strong)]);
+    assert_eq!(code, Some(2), "{stderr}");
+    assert!(
+        stderr.contains("JWT_AUDIENCE") && !stderr.contains("JWT_ISSUER"),
+        "{stderr}"
+    );
+
+    // Accepted settings get past the check (and stop at the unreachable Redis).
+    let accepted = [
+        (None, vec![bound[0], bound[1], ("JWT_HS256_SECRET", strong)]),
+        (Some("development"), vec![]),
+        (
+            Some("development"),
+            vec![("JWT_HS256_SECRET", "dev-secret")],
+        ),
+    ];
+    for (profile, env) in accepted {
+        let (code, stderr) = start(profile, &env);
+        assert_ne!(code, Some(2), "{profile:?} {env:?}:\n{stderr}");
+        assert!(!stderr.contains("configuration error"), "{stderr}");
+        assert!(stderr.contains("REDIS_URL"), "{stderr}");
     }
 }

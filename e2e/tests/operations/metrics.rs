@@ -1,4 +1,5 @@
-//! Metrics after a burst, read from both services' `/metrics`, and the JSON logs they wrote.
+//! Metrics after a burst, read from both services' operations listeners (never the ingress's
+//! public port), and the JSON logs they wrote.
 
 use std::sync::Arc;
 use std::sync::atomic::AtomicUsize;
@@ -76,7 +77,15 @@ async fn metrics_follow_a_burst_and_logs_are_json() {
     assert_eq!(count(202), 30.0);
     world.fixture.wait_for_rows(30, "the burst persisted").await;
 
-    let ingress = scrape(&world.http, &format!("{}/metrics", world.base)).await;
+    let public = world
+        .http
+        .get(format!("{}/metrics", world.base))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(public.status(), 404, "metrics on the public port");
+    let ingress_ops = format!("http://127.0.0.1:{}", world.ingress_ops_port);
+    let ingress = scrape(&world.http, &format!("{ingress_ops}/metrics")).await;
     let at = |name: &str, labels: &[(&str, &str)]| {
         sample(&ingress, name, labels).unwrap_or_else(|| panic!("no {name} {labels:?}:\n{ingress}"))
     };
@@ -121,8 +130,16 @@ async fn metrics_follow_a_burst_and_logs_are_json() {
     assert!(at("process_resident_memory_bytes", &[]) > 1e6);
     assert!(
         at("coupon_open_connections", &[]) >= 1.0,
-        "this scrape's own connection"
+        "the burst's keep-alive connections to the public port"
     );
+    assert!(at("coupon_readiness_checks_total", &[]) >= 1.0);
+    for dependency in ["redis", "kafka", "postgres"] {
+        assert_eq!(
+            at("coupon_dependency_up", &[("dependency", dependency)]),
+            1.0,
+            "{dependency}"
+        );
+    }
     assert!(at("coupon_producer_queue_messages", &[]) >= 0.0);
 
     let consumer_metrics = format!("http://127.0.0.1:{}/metrics", world.consumer_ops_port);
@@ -154,6 +171,13 @@ async fn metrics_follow_a_burst_and_logs_are_json() {
             "http://127.0.0.1:{}/readyz",
             world.consumer_ops_port
         ))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(ready.status(), 200);
+    let ready = world
+        .http
+        .get(format!("{ingress_ops}/readyz"))
         .send()
         .await
         .unwrap();

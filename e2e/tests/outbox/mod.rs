@@ -12,6 +12,7 @@ use schema::proto::CouponIssued;
 
 use testkit::{World, users};
 
+mod safety;
 mod webhook;
 
 /// Unpublished `coupon.issued` rows (the campaign's own events share the outbox).
@@ -32,6 +33,8 @@ async fn every_coupon_gets_one_issued_event_id_through_consumer_kills() {
     let webhook_env = vec![
         ("WEBHOOK_URL", hook.url()),
         ("WEBHOOK_SECRET", WEBHOOK_SECRET.to_owned()),
+        // The receiver is on loopback, which only an explicit allow-list opens.
+        ("WEBHOOK_ALLOWED_NETWORKS", "127.0.0.1/32".to_owned()),
     ];
     let mut world = World::start_with("outbox", vec![("OUTBOX_RELAY", "false".to_owned())]).await;
     let campaign = world.open_campaign(200, 1).await;
@@ -185,6 +188,7 @@ async fn webhooks_retry_then_dead_letter_then_replay() {
         vec![
             ("WEBHOOK_URL", hook.url()),
             ("WEBHOOK_SECRET", WEBHOOK_SECRET.to_owned()),
+            ("WEBHOOK_ALLOWED_NETWORKS", "127.0.0.1/32".to_owned()),
             ("WEBHOOK_BACKOFF_MS", "20".to_owned()),
             ("WEBHOOK_BACKOFF_MAX_MS", "100".to_owned()),
             ("WEBHOOK_MAX_ATTEMPTS", "3".to_owned()),

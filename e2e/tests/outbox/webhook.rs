@@ -1,6 +1,7 @@
 //! A webhook receiver for the notification tests: verifies each delivery's signature as a
 //! receiver would, from the contract in docs/TOPICS.md, answers as told (fail the first N
-//! attempts of every delivery, fail all, or accept), and records what it saw.
+//! attempts of every delivery, fail all, redirect elsewhere, or accept), and records what it
+//! saw.
 
 use std::collections::HashMap;
 use std::convert::Infallible;
@@ -39,6 +40,8 @@ fn signature(secret: &[u8], timestamp: &str, body: &[u8]) -> String {
 pub struct Webhook {
     pub port: u16,
     failures_first: Arc<AtomicU32>,
+    /// Answer every delivery with a 307 to this URL instead.
+    redirect: Arc<Mutex<Option<String>>>,
     seen: Arc<Mutex<HashMap<String, Seen>>>,
     task: tokio::task::JoinHandle<()>,
 }
@@ -56,9 +59,11 @@ impl Webhook {
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let port = listener.local_addr().unwrap().port();
         let failures_first = Arc::new(AtomicU32::new(0));
+        let redirect: Arc<Mutex<Option<String>>> = Arc::default();
         let seen: Arc<Mutex<HashMap<String, Seen>>> = Arc::default();
         let task = tokio::spawn({
             let failures_first = failures_first.clone();
+            let redirect = redirect.clone();
             let seen = seen.clone();
             async move {
                 loop {
@@ -66,10 +71,12 @@ impl Webhook {
                         continue;
                     };
                     let failures_first = failures_first.clone();
+                    let redirect = redirect.clone();
                     let seen = seen.clone();
                     let service =
                         service_fn(move |request: hyper::Request<hyper::body::Incoming>| {
                             let failures_first = failures_first.clone();
+                            let redirect = redirect.lock().unwrap().clone();
                             let seen = seen.clone();
                             async move {
                                 let header = |name: &str| {
@@ -98,14 +105,23 @@ impl Webhook {
                                     entry.bad_signatures += 1;
                                 }
                                 let fail = entry.attempts <= failures_first.load(Ordering::SeqCst);
-                                let status = if fail { 500 } else { 204 };
-                                if !fail {
+                                let status = match &redirect {
+                                    Some(_) => 307,
+                                    None if fail => 500,
+                                    None => 204,
+                                };
+                                if status == 204 {
                                     entry.accepted += 1;
                                     entry.body = serde_json::from_slice(&body).ok();
                                 }
                                 let mut response = hyper::Response::new(Full::new(Bytes::new()));
                                 *response.status_mut() =
                                     hyper::StatusCode::from_u16(status).unwrap();
+                                if let Some(location) = redirect {
+                                    response
+                                        .headers_mut()
+                                        .insert(hyper::header::LOCATION, location.parse().unwrap());
+                                }
                                 Ok::<_, Infallible>(response)
                             }
                         });
@@ -120,6 +136,7 @@ impl Webhook {
         Webhook {
             port,
             failures_first,
+            redirect,
             seen,
             task,
         }
@@ -127,6 +144,11 @@ impl Webhook {
 
     pub fn url(&self) -> String {
         format!("http://127.0.0.1:{}/hooks/coupons", self.port)
+    }
+
+    /// Every delivery is answered with a 307 to `url`.
+    pub fn redirect_to(&self, url: String) {
+        *self.redirect.lock().unwrap() = Some(url);
     }
 
     /// Every delivery fails its first `n` attempts (`u32::MAX`: all of them).

@@ -179,6 +179,7 @@ lifecycle:
 
 {{/* Settings both services read from their ConfigMap. */}}
 {{- define "coupon.commonConfig" -}}
+COUPON_ENV: {{ .Values.environment | quote }}
 KAFKA_BROKERS: {{ required "kafka.brokers is required" .Values.kafka.brokers | quote }}
 TOPIC_ISSUANCE_REQUESTED: {{ .Values.kafka.topics.requested | quote }}
 CONSUMER_GROUP: {{ .Values.kafka.consumerGroup | quote }}
@@ -240,6 +241,13 @@ topologySpreadConstraints:
 {{- end }}
 {{- if and .Values.expose.alb.enabled (not .Values.expose.host) }}
 {{- fail "expose.host is required with expose.alb.enabled" }}
+{{- end }}
+{{- if eq (int .Values.ingress.port) (int .Values.ingress.opsPort) }}
+{{- fail "ingress.opsPort must differ from ingress.port" }}
+{{- end }}
+{{- $internal := .Values.expose.internal }}
+{{- if and $internal.enabled .Values.expose.alb.enabled $internal.groupName (eq $internal.groupName .Values.expose.alb.groupName) }}
+{{- fail "expose.internal.groupName must differ from expose.alb.groupName: one IngressGroup is one load balancer" }}
 {{- end }}
 {{- end }}
 

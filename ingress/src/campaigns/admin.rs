@@ -9,7 +9,7 @@
 
 use gate::Seed;
 use schema::campaign::{
-    CampaignStatus, Discount, MAX_NAME_CHARS, MAX_STOCK, PER_USER_LIMITS, VALID_DAYS,
+    CampaignStatus, Discount, MAX_STOCK, PER_USER_LIMITS, VALID_DAYS, in_utc_range, name_problem,
 };
 use schema::ids::CampaignId;
 use schema::time::unix_ms;
@@ -43,13 +43,14 @@ fn one() -> u32 {
     1
 }
 
+const OUT_OF_RANGE: &str = "starts_at and ends_at must lie within the years 0000 to 9999 in UTC";
+
 impl NewCampaign {
     /// Every rule a campaign must meet, all reported at once.
     pub fn validate(&self) -> Result<(), Vec<&'static str>> {
         let mut problems = Vec::new();
-        let name = self.name.trim();
-        if name.is_empty() || name.chars().count() > MAX_NAME_CHARS {
-            problems.push("name must be 1 to 200 characters");
+        if let Some(problem) = name_problem(&self.name) {
+            problems.push(problem);
         }
         if self.total_stock > MAX_STOCK {
             problems.push("total_stock must be at most 100000000");
@@ -57,7 +58,9 @@ impl NewCampaign {
         if !PER_USER_LIMITS.contains(&self.per_user_limit) {
             problems.push("per_user_limit must be between 1 and 100");
         }
-        if self.ends_at <= self.starts_at {
+        if !in_utc_range(self.starts_at) || !in_utc_range(self.ends_at) {
+            problems.push(OUT_OF_RANGE);
+        } else if self.ends_at <= self.starts_at {
             problems.push("ends_at must be after starts_at");
         }
         if let Some(problem) = self.discount.problem() {
@@ -118,7 +121,7 @@ pub async fn create(app: &App, body: &[u8]) -> Result<CampaignView, Problem> {
             "redis is unavailable; the campaign was not created",
         ));
     }
-    store::view(app, &id).await?.ok_or(Problem::Internal)
+    store::view(app, &db, &id).await?.ok_or(Problem::Internal)
 }
 
 /// The body of `PATCH /v1/admin/campaigns/{id}`: any of these, absolute values.
@@ -159,6 +162,9 @@ struct Settings {
 pub async fn update(app: &App, id: &CampaignId, body: &[u8]) -> Result<CampaignView, Problem> {
     let change: CampaignChange = serde_json::from_slice(body)
         .map_err(|e| Problem::BadRequest(format!("invalid change: {e}")))?;
+    if change.ends_at.is_some_and(|t| !in_utc_range(t)) {
+        return Err(Problem::BadRequest(OUT_OF_RANGE.to_owned()));
+    }
     if change.closed == Some(true) {
         if !change.only_closes() {
             return Err(Problem::BadRequest(
@@ -167,11 +173,11 @@ pub async fn update(app: &App, id: &CampaignId, body: &[u8]) -> Result<CampaignV
         }
         return close(app, id).await;
     }
-    let current = store::view(app, id)
+    let db = app.db().await?;
+    let current = store::view(app, &db, id)
         .await?
         .ok_or(Problem::NotFound("unknown campaign"))?;
     let next = settle(&change, &current)?;
-    let db = app.db().await?;
     let statement = db
         .prepare_cached(include_str!("../sql/campaigns_update_settings_by_id.sql"))
         .await?;
@@ -191,7 +197,7 @@ pub async fn update(app: &App, id: &CampaignId, body: &[u8]) -> Result<CampaignV
         .await?
         .ok_or_else(|| Problem::ChangeRefused("the campaign is closed or has ended".to_owned()))?;
     apply_to_gate(app, id, &row).await?;
-    store::view(app, id).await?.ok_or(Problem::Internal)
+    store::view(app, &db, id).await?.ok_or(Problem::Internal)
 }
 
 /// The settings `change` leads to, or why the campaign does not allow it: 400 for a value out
@@ -264,7 +270,7 @@ pub async fn close(app: &App, id: &CampaignId) -> Result<CampaignView, Problem> 
         .await?
         .ok_or(Problem::NotFound("unknown campaign"))?;
     apply_to_gate(app, id, &row).await?;
-    store::view(app, id).await?.ok_or(Problem::Internal)
+    store::view(app, &db, id).await?.ok_or(Problem::Internal)
 }
 
 /// Writes the ledger's (already updated) values to the gate.
@@ -315,12 +321,12 @@ pub async fn list(app: &App, query: Option<&str>) -> Result<Page<CampaignView>, 
     let rows = db
         .query(&statement, &[&status, &after_at, &after_id, &(limit + 1)])
         .await?;
-    drop(db);
     let ids = rows
         .iter()
         .map(|row| row.try_get("id"))
         .collect::<Result<Vec<Uuid>, _>>()?;
-    let rejected = store::rejections(app, &ids).await?;
+    let rejected = store::rejections(&db, &ids).await?;
+    drop(db);
     let campaigns: Vec<CampaignId> = ids.iter().copied().map(CampaignId).collect();
     let figures =
         futures_util::future::try_join_all(campaigns.iter().map(|id| store::gate_figures(app, id)))

@@ -1,16 +1,27 @@
 //! Public campaign reads: `GET /v1/campaigns/{id}` and `GET /v1/campaigns` (open and upcoming).
-//! They are hot during a drop, so they are served from a per-process cache: the ledger is read
-//! at most once per `TTL` for each campaign and for the list, by one request at a time (others
-//! are served the previous value meanwhile), and `remaining` is the gate's figure as of then.
+//! They are hot during a drop and anyone may send them, so they are served from a per-process
+//! cache and kept apart from issuance:
+//! - a campaign (and the list) is read from the ledger at most once per `TTL`, by one request
+//!   per campaign (single flight: others wait for that read, or are served the previous value
+//!   meanwhile); `remaining` is the gate's figure as of then;
+//! - an id the ledger does not know is remembered for `UNKNOWN_TTL` (a bounded negative
+//!   cache), so a campaign created afterwards is visible within that time;
+//! - at most `loads` ledger reads run at once for these routes (half the pool), so a flood of
+//!   random ids never takes the connections operators and status reads need: past it, 503 with
+//!   `Retry-After` at once;
+//! - the requests themselves hold permits of their own budget (`INGRESS_MAX_PUBLIC_READS`,
+//!   taken by `http::guarded`), never issuance's.
 
 use std::collections::HashMap;
-use std::sync::Arc;
+use std::hash::Hash;
+use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
 use schema::campaign::{CampaignStatus, Discount};
 use schema::ids::CampaignId;
 use serde::Serialize;
 use time::OffsetDateTime;
+use tokio::sync::{OnceCell, Semaphore, SemaphorePermit};
 use tokio_postgres::Row;
 
 use super::store;
@@ -19,6 +30,12 @@ use crate::http::problem::Problem;
 
 /// How old a served figure may be.
 const TTL: Duration = Duration::from_secs(1);
+/// How long an id the ledger does not know reads as unknown without asking it again.
+const UNKNOWN_TTL: Duration = Duration::from_secs(1);
+/// Most campaigns cached; past it, those older than `TTL` are dropped.
+const MAX_CAMPAIGNS: usize = 10_000;
+/// Most unknown ids remembered; past it, the negative cache starts over.
+const MAX_UNKNOWN: usize = 10_000;
 
 /// A campaign as anyone may see it.
 #[derive(Debug, Clone, Serialize)]
@@ -38,78 +55,133 @@ pub struct PublicCampaign {
     pub remaining: Option<i64>,
 }
 
-/// A cached campaign (`None`: the ledger has no such campaign) and when it was read.
-type Cached = (Instant, Option<Arc<PublicCampaign>>);
+type Campaigns = HashMap<CampaignId, (Instant, Arc<PublicCampaign>)>;
+type List = Arc<Vec<PublicCampaign>>;
 
-#[derive(Default)]
 pub struct Cache {
-    campaigns: std::sync::Mutex<HashMap<CampaignId, Cached>>,
-    list: std::sync::Mutex<Option<(Instant, Arc<Vec<PublicCampaign>>)>>,
-    /// One refresh at a time, whatever it refreshes.
-    refreshing: tokio::sync::Mutex<()>,
+    /// Public reads in progress (`INGRESS_MAX_PUBLIC_READS`).
+    budget: Semaphore,
+    /// Ledger reads in progress for public routes.
+    loads: Semaphore,
+    campaigns: Mutex<Campaigns>,
+    unknown: Mutex<Unknown>,
+    list: Mutex<Option<(Instant, List)>>,
+    campaign_flights: Flights<CampaignId, Option<Arc<PublicCampaign>>>,
+    list_flight: Flights<(), List>,
 }
 
 impl Cache {
-    fn cached_campaign(&self, id: &CampaignId) -> Option<(bool, Option<Arc<PublicCampaign>>)> {
-        let map = self.campaigns.lock().unwrap_or_else(|p| p.into_inner());
-        map.get(id)
-            .map(|(at, value)| (at.elapsed() < TTL, value.clone()))
+    /// `max_reads` public requests at once; ledger reads bounded by half of `pool_size`.
+    pub fn new(max_reads: usize, pool_size: usize) -> Cache {
+        Cache {
+            budget: Semaphore::new(max_reads),
+            loads: Semaphore::new((pool_size / 2).max(1)),
+            campaigns: Mutex::default(),
+            unknown: Mutex::new(Unknown::new(MAX_UNKNOWN)),
+            list: Mutex::default(),
+            campaign_flights: Flights::default(),
+            list_flight: Flights::default(),
+        }
     }
+
+    /// A permit of the public read budget, or `None` when it is spent.
+    pub fn admit(&self) -> Option<SemaphorePermit<'_>> {
+        self.budget.try_acquire().ok()
+    }
+
+    fn load_permit(&self) -> Result<SemaphorePermit<'_>, Problem> {
+        self.loads
+            .try_acquire()
+            .map_err(|_| Problem::unavailable("too many campaign reads at once; retry"))
+    }
+
+    /// What is cached for `id`: whether it is fresh, and the campaign (`None`: known unknown).
+    fn cached(&self, id: &CampaignId) -> Option<(bool, Option<Arc<PublicCampaign>>)> {
+        if let Some((at, value)) = lock(&self.campaigns).get(id) {
+            return Some((at.elapsed() < TTL, Some(value.clone())));
+        }
+        lock(&self.unknown)
+            .contains(id, Instant::now())
+            .then_some((true, None))
+    }
+
+    fn remember(&self, id: &CampaignId, value: Option<&Arc<PublicCampaign>>) {
+        let now = Instant::now();
+        match value {
+            Some(campaign) => {
+                let mut map = lock(&self.campaigns);
+                if map.len() >= MAX_CAMPAIGNS {
+                    map.retain(|_, (at, _)| at.elapsed() < TTL);
+                }
+                map.insert(*id, (now, campaign.clone()));
+                lock(&self.unknown).forget(id);
+            }
+            None => {
+                lock(&self.campaigns).remove(id);
+                lock(&self.unknown).insert(*id, now);
+            }
+        }
+    }
+}
+
+fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
+    mutex.lock().unwrap_or_else(|p| p.into_inner())
 }
 
 /// `GET /v1/campaigns/{id}`.
 pub async fn campaign(app: &App, id: &CampaignId) -> Result<Arc<PublicCampaign>, Problem> {
     let cache = &app.public;
-    let cached = cache.cached_campaign(id);
-    if let Some((true, value)) = &cached {
-        return value.clone().ok_or(Problem::NotFound("unknown campaign"));
-    }
-    // Stale or absent: one request refreshes; the others serve what is cached, if anything.
-    let guard = match (cache.refreshing.try_lock(), &cached) {
-        (Ok(guard), _) => guard,
-        (Err(_), Some((_, value))) => {
-            return value.clone().ok_or(Problem::NotFound("unknown campaign"));
-        }
-        (Err(_), None) => cache.refreshing.lock().await,
+    let stale = match cache.cached(id) {
+        Some((true, value)) => return value.ok_or(Problem::NotFound("unknown campaign")),
+        // Someone is reading it again: serve what is cached meanwhile.
+        Some((false, Some(value))) if cache.campaign_flights.busy(id) => return Ok(value),
+        Some((false, value)) => value,
+        None => None,
     };
-    if let Some((true, value)) = cache.cached_campaign(id) {
-        return value.ok_or(Problem::NotFound("unknown campaign"));
+    let loaded = cache
+        .campaign_flights
+        .join(*id, || async {
+            let fresh = load_one(app, id).await?.map(Arc::new);
+            cache.remember(id, fresh.as_ref());
+            Ok(fresh)
+        })
+        .await;
+    match (loaded, stale) {
+        (Ok(fresh), _) => fresh.ok_or(Problem::NotFound("unknown campaign")),
+        (Err(problem), None) => Err(problem),
+        // The ledger did not answer now: the figure of a moment ago is better than none.
+        (Err(_), Some(stale)) => Ok(stale),
     }
-    let fresh = load_one(app, id).await?.map(Arc::new);
-    {
-        let mut map = cache.campaigns.lock().unwrap_or_else(|p| p.into_inner());
-        // Bounded: unknown ids are cached too, so a scan of random ids must not grow it forever.
-        if map.len() > 10_000 {
-            map.retain(|_, (at, _)| at.elapsed() < TTL);
-        }
-        map.insert(*id, (Instant::now(), fresh.clone()));
-    }
-    drop(guard);
-    fresh.ok_or(Problem::NotFound("unknown campaign"))
 }
 
 /// `GET /v1/campaigns`: open and upcoming campaigns, soonest first.
-pub async fn list(app: &App) -> Result<Arc<Vec<PublicCampaign>>, Problem> {
+pub async fn list(app: &App) -> Result<List, Problem> {
     let cache = &app.public;
-    let cached = cache.list.lock().unwrap_or_else(|p| p.into_inner()).clone();
+    let cached = lock(&cache.list).clone();
     if let Some((at, value)) = &cached
-        && at.elapsed() < TTL
+        && (at.elapsed() < TTL || cache.list_flight.busy(&()))
     {
         return Ok(value.clone());
     }
-    let guard = match (cache.refreshing.try_lock(), &cached) {
-        (Ok(guard), _) => guard,
-        (Err(_), Some((_, value))) => return Ok(value.clone()),
-        (Err(_), None) => cache.refreshing.lock().await,
-    };
-    let fresh = Arc::new(load_list(app).await?);
-    *cache.list.lock().unwrap_or_else(|p| p.into_inner()) = Some((Instant::now(), fresh.clone()));
-    drop(guard);
-    Ok(fresh)
+    let loaded = cache
+        .list_flight
+        .join((), || async {
+            let fresh = Arc::new(load_list(app).await?);
+            *lock(&cache.list) = Some((Instant::now(), fresh.clone()));
+            Ok(fresh)
+        })
+        .await;
+    match (loaded, cached) {
+        (Ok(fresh), _) => Ok(fresh),
+        (Err(problem), None) => Err(problem),
+        (Err(_), Some((_, stale))) => Ok(stale),
+    }
 }
 
 async fn load_one(app: &App, id: &CampaignId) -> Result<Option<PublicCampaign>, Problem> {
-    let Some(row) = store::row(app, id).await? else {
+    let _load = app.public.load_permit()?;
+    let row = store::row(&*app.db().await?, id).await?;
+    let Some(row) = row else {
         return Ok(None);
     };
     let remaining = app
@@ -123,11 +195,14 @@ async fn load_one(app: &App, id: &CampaignId) -> Result<Option<PublicCampaign>, 
 }
 
 async fn load_list(app: &App) -> Result<Vec<PublicCampaign>, Problem> {
-    let db = app.db().await?;
-    let statement = db
-        .prepare_cached(include_str!("../sql/campaigns_select_public.sql"))
-        .await?;
-    let rows = db.query(&statement, &[]).await?;
+    let _load = app.public.load_permit()?;
+    let rows = {
+        let db = app.db().await?;
+        let statement = db
+            .prepare_cached(include_str!("../sql/campaigns_select_public.sql"))
+            .await?;
+        db.query(&statement, &[]).await?
+    };
     let mut list = Vec::with_capacity(rows.len());
     for row in &rows {
         let id = CampaignId(row.try_get("id")?);
@@ -159,4 +234,150 @@ fn public_fields(row: &Row, remaining: Option<i64>) -> Result<PublicCampaign, Pr
         total_stock: view.total_stock,
         remaining,
     })
+}
+
+/// Ids the ledger did not know, and when it said so; at most `capacity` of them.
+struct Unknown {
+    since: HashMap<CampaignId, Instant>,
+    capacity: usize,
+}
+
+impl Unknown {
+    fn new(capacity: usize) -> Unknown {
+        Unknown {
+            since: HashMap::new(),
+            capacity,
+        }
+    }
+
+    fn contains(&self, id: &CampaignId, now: Instant) -> bool {
+        self.since
+            .get(id)
+            .is_some_and(|at| now.saturating_duration_since(*at) < UNKNOWN_TTL)
+    }
+
+    /// Remembers `id` as unknown. When full, it starts over: every entry is at most
+    /// `UNKNOWN_TTL` old anyway, and forgetting one costs one more ledger read.
+    fn insert(&mut self, id: CampaignId, now: Instant) {
+        if self.since.len() >= self.capacity {
+            self.since.clear();
+        }
+        self.since.insert(id, now);
+    }
+
+    fn forget(&mut self, id: &CampaignId) {
+        self.since.remove(id);
+    }
+}
+
+/// Single flight per key: the first caller runs the load, callers arriving meanwhile wait for
+/// its outcome. Should the running caller go away (its request ended), a waiting one runs its
+/// own load instead.
+struct Flights<K, V> {
+    running: Mutex<HashMap<K, Arc<Flight<V>>>>,
+}
+
+/// One load's outcome, once it is there.
+type Flight<V> = OnceCell<Result<V, Problem>>;
+
+impl<K, V> Default for Flights<K, V> {
+    fn default() -> Self {
+        Flights {
+            running: Mutex::default(),
+        }
+    }
+}
+
+impl<K: Hash + Eq + Clone, V: Clone> Flights<K, V> {
+    /// Whether a load of `key` is running.
+    fn busy(&self, key: &K) -> bool {
+        lock(&self.running).contains_key(key)
+    }
+
+    /// The outcome of the running load of `key`, or of `load` when none runs.
+    async fn join<F, Fut>(&self, key: K, load: F) -> Result<V, Problem>
+    where
+        F: FnOnce() -> Fut,
+        Fut: Future<Output = Result<V, Problem>>,
+    {
+        let cell = lock(&self.running).entry(key.clone()).or_default().clone();
+        let outcome = cell.get_or_init(load).await.clone();
+        // Done: the next caller starts a new load (when the cache does not answer it). Only
+        // this flight is removed; a newer one may already run.
+        let mut running = lock(&self.running);
+        if running.get(&key).is_some_and(|c| Arc::ptr_eq(c, &cell)) {
+            running.remove(&key);
+        }
+        outcome
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::sync::atomic::{AtomicUsize, Ordering};
+
+    fn id() -> CampaignId {
+        CampaignId(uuid::Uuid::now_v7())
+    }
+
+    #[test]
+    fn an_unknown_id_is_remembered_for_its_ttl_and_the_memory_is_bounded() {
+        let mut unknown = Unknown::new(3);
+        let now = Instant::now();
+        let first = id();
+        unknown.insert(first, now);
+        assert!(unknown.contains(&first, now));
+        assert!(unknown.contains(&first, now + UNKNOWN_TTL / 2));
+        assert!(!unknown.contains(&first, now + UNKNOWN_TTL), "expired");
+        unknown.forget(&first);
+        assert!(
+            !unknown.contains(&first, now),
+            "a campaign created since is no longer unknown"
+        );
+        for _ in 0..10 {
+            unknown.insert(id(), now);
+            assert!(unknown.since.len() <= 3);
+        }
+    }
+
+    #[tokio::test]
+    async fn concurrent_reads_of_one_key_share_one_load_and_the_next_loads_again() {
+        let flights: Flights<u8, u32> = Flights::default();
+        let loads = &AtomicUsize::new(0);
+        let (release, released) = tokio::sync::watch::channel(false);
+        let released = &released;
+        let load = move || async move {
+            loads.fetch_add(1, Ordering::SeqCst);
+            let mut released = released.clone();
+            released.wait_for(|r| *r).await.unwrap();
+            Ok(7)
+        };
+        let waiting = futures_util::future::join_all((0..5).map(|_| flights.join(1, load)));
+        let releasing = async {
+            tokio::task::yield_now().await;
+            assert!(flights.busy(&1));
+            release.send(true).unwrap();
+        };
+        let (outcomes, ()) = tokio::join!(waiting, releasing);
+        assert!(outcomes.into_iter().all(|o| o == Ok(7)));
+        assert_eq!(loads.load(Ordering::SeqCst), 1, "one load for five readers");
+        assert!(!flights.busy(&1));
+        assert_eq!(flights.join(1, load).await, Ok(7));
+        assert_eq!(
+            loads.load(Ordering::SeqCst),
+            2,
+            "a finished flight is not reused"
+        );
+    }
+
+    #[tokio::test]
+    async fn a_failed_load_is_not_kept() {
+        let flights: Flights<u8, u32> = Flights::default();
+        let failed = flights
+            .join(1, || async { Err(Problem::unavailable("down")) })
+            .await;
+        assert_eq!(failed, Err(Problem::unavailable("down")));
+        assert_eq!(flights.join(1, || async { Ok(3) }).await, Ok(3));
+    }
 }

@@ -52,9 +52,13 @@ pub struct CampaignDetail {
     pub consumer_lag: Option<i64>,
 }
 
+/// A pooled connection to the ledger. A route takes one and passes it down to every read it
+/// makes, so no request ever holds one connection while it waits for a second from the same
+/// pool (with as many such requests as connections, each would wait for the others).
+pub type Db = deadpool_postgres::ClientWrapper;
+
 /// The ledger's row of a campaign (`sql/campaigns_select_by_id.sql`), if it has one.
-pub async fn row(app: &App, id: &CampaignId) -> Result<Option<Row>, Problem> {
-    let db = app.db().await?;
+pub async fn row(db: &Db, id: &CampaignId) -> Result<Option<Row>, Problem> {
     let statement = db
         .prepare_cached(include_str!("../sql/campaigns_select_by_id.sql"))
         .await?;
@@ -64,18 +68,22 @@ pub async fn row(app: &App, id: &CampaignId) -> Result<Option<Row>, Problem> {
 }
 
 /// The operator view, or `None` when the ledger has no such campaign.
-pub async fn view(app: &App, id: &CampaignId) -> Result<Option<CampaignView>, Problem> {
-    let Some(row) = row(app, id).await? else {
+pub async fn view(app: &App, db: &Db, id: &CampaignId) -> Result<Option<CampaignView>, Problem> {
+    let Some(row) = row(db, id).await? else {
         return Ok(None);
     };
-    let rejected = rejections(app, &[id.0]).await?;
+    let rejected = rejections(db, &[id.0]).await?;
     let figures = gate_figures(app, id).await?;
     from_row(id, &row, figures, &rejected).map(Some)
 }
 
 /// The operator view with the consumer group's lag.
 pub async fn detail(app: &App, id: &CampaignId) -> Result<Option<CampaignDetail>, Problem> {
-    let (campaign, consumer_lag) = tokio::join!(view(app, id), app.lag.total());
+    let campaign = async {
+        let db = app.db().await?;
+        view(app, &db, id).await
+    };
+    let (campaign, consumer_lag) = tokio::join!(campaign, app.lag.total());
     Ok(campaign?.map(|campaign| CampaignDetail {
         campaign,
         consumer_lag,
@@ -83,8 +91,7 @@ pub async fn detail(app: &App, id: &CampaignId) -> Result<Option<CampaignDetail>
 }
 
 /// Rejections per campaign, for the given campaigns.
-pub async fn rejections(app: &App, ids: &[Uuid]) -> Result<HashMap<Uuid, i64>, Problem> {
-    let db = app.db().await?;
+pub async fn rejections(db: &Db, ids: &[Uuid]) -> Result<HashMap<Uuid, i64>, Problem> {
     let statement = db
         .prepare_cached(include_str!(
             "../sql/issuance_rejections_count_by_campaigns.sql"

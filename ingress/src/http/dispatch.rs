@@ -6,7 +6,7 @@ use hyper::body::Incoming;
 use schema::ids::{CampaignId, IssuanceId};
 
 use super::Reply;
-use super::auth::Principal;
+use super::auth::{Principal, Role};
 use super::body::{json, read_body};
 use super::problem::Problem;
 use super::routes::{Matched, Route};
@@ -22,9 +22,7 @@ pub(super) async fn dispatch(
         return Err(Problem::MethodNotAllowed);
     }
     match matched.route {
-        Route::Healthz | Route::Readyz | Route::Metrics => {
-            super::probes::answer(app, matched.route, &method).await
-        }
+        Route::Healthz | Route::Readyz => super::probes::answer(app, matched.route, &method).await,
         Route::Issuances | Route::Issuance => issuance(app, request, &method, &matched).await,
         Route::PublicCampaigns | Route::PublicCampaign => {
             public_campaigns(app, request, &method, &matched).await
@@ -97,24 +95,26 @@ async fn public_campaigns(
     }
 }
 
-/// The user's coupons: the list, and redeem and refund.
+/// The user's coupons (`GET /v1/me/coupons`), and the order service's redeem and refund.
 async fn user_coupons(
     app: &App,
     request: Request<Incoming>,
     matched: &Matched,
 ) -> Result<Reply, Problem> {
     let route = matched.route;
-    let caller = user(app, &request).await?;
     if route == Route::MyCoupons {
+        let caller = user(app, &request).await?;
         let page = coupons::mine(app, &caller, request.uri().query()).await?;
         return Ok(json(StatusCode::OK, &page));
     }
+    // Redeem and refund belong to the order service: a user's own token is 403.
+    require(app, &request, Role::Service).await?;
     let coupon = parse_coupon(matched.id(request.uri().path()))?;
     let body = read_body(app, request).await?;
     let view = if route == Route::Redeem {
-        coupons::redeem(app, &caller, coupon, &body).await?
+        coupons::redeem(app, coupon, &body).await?
     } else {
-        coupons::refund(app, &caller, coupon, &body).await?
+        coupons::refund(app, coupon, &body).await?
     };
     Ok(json(StatusCode::OK, &view))
 }
@@ -128,7 +128,7 @@ async fn admin_routes(
     matched: &Matched,
 ) -> Result<Reply, Problem> {
     let route = matched.route;
-    admin(app, &request).await?;
+    require(app, &request, Role::Admin).await?;
     let id = matched.id(request.uri().path());
     match (route, method) {
         (Route::AdminCampaigns, &Method::GET) => {
@@ -192,9 +192,11 @@ async fn user(app: &App, request: &Request<Incoming>) -> Result<Principal, Probl
     Ok(caller)
 }
 
-async fn admin(app: &App, request: &Request<Incoming>) -> Result<Principal, Problem> {
+/// The caller of an operator or order-service route: any other role is 403. Not counted against
+/// a per-user rate: one order service speaks for every user.
+async fn require(app: &App, request: &Request<Incoming>, role: Role) -> Result<Principal, Problem> {
     let caller = authenticate(app, request).await?;
-    if caller.admin {
+    if caller.role == role {
         Ok(caller)
     } else {
         Err(Problem::Forbidden)

@@ -102,91 +102,218 @@ impl RateLimits {
 /// The client's address: the peer itself, unless the peer is a trusted proxy; then the
 /// right-most `X-Forwarded-For` entry that is not a trusted proxy (entries further left are
 /// whatever the client claimed, and cannot be trusted).
-pub fn client_address(peer: SocketAddr, headers: &HeaderMap, trusted: &[IpNet]) -> IpAddr {
+///
+/// Every `X-Forwarded-For` field counts, as one list in the order the fields came: a proxy
+/// appends its entry to the last field or adds a field after the others, so read right to left
+/// over all fields the entries run from the nearest hop to the client's own claims. Those left
+/// of the client's entry are never read, whatever bytes they hold. Empty list elements are
+/// skipped; `address:port` is read as the address. When every entry names a trusted proxy, the
+/// left-most of them is the client (a caller inside the trusted network).
+///
+/// An entry that must be read but is no address (text that is not one, bytes that are not
+/// visible ASCII) means the trusted chain names no client: the request is refused (400) rather
+/// than counted against the proxy's address, which would throttle everyone behind it.
+pub fn client_address(
+    peer: SocketAddr,
+    headers: &HeaderMap,
+    trusted: &[IpNet],
+) -> Result<IpAddr, Problem> {
     let is_trusted = |ip: &IpAddr| trusted.iter().any(|net| net.contains(ip));
     let peer = peer.ip().to_canonical();
     if !is_trusted(&peer) {
-        return peer;
+        return Ok(peer);
     }
+    let fields: Vec<&[u8]> = headers
+        .get_all("x-forwarded-for")
+        .iter()
+        .map(|value| value.as_bytes())
+        .collect();
     let mut client = peer;
-    for value in headers.get_all("x-forwarded-for") {
-        let Ok(value) = value.to_str() else {
-            return peer;
-        };
-        for entry in value.split(',').rev() {
-            match entry.trim().parse::<IpAddr>() {
-                Ok(ip) => {
-                    client = ip.to_canonical();
-                    if !is_trusted(&client) {
-                        return client;
-                    }
-                }
-                Err(_) => return client,
-            }
+    for entry in fields
+        .iter()
+        .rev()
+        .flat_map(|field| field.rsplit(|b| *b == b','))
+    {
+        let entry = entry.trim_ascii();
+        if entry.is_empty() {
+            continue;
+        }
+        client = forwarded_address(entry).ok_or_else(|| {
+            Problem::BadRequest(
+                "X-Forwarded-For holds an entry that is not an IP address".to_owned(),
+            )
+        })?;
+        if !is_trusted(&client) {
+            return Ok(client);
         }
     }
-    client
+    Ok(client)
+}
+
+/// One `X-Forwarded-For` entry: an IP address, optionally with a port (`192.0.2.7:443`,
+/// `[2001:db8::1]:443`).
+fn forwarded_address(entry: &[u8]) -> Option<IpAddr> {
+    let text = std::str::from_utf8(entry).ok()?;
+    let ip = text
+        .parse::<IpAddr>()
+        .or_else(|_| text.parse::<SocketAddr>().map(|s| s.ip()))
+        .ok()?;
+    Some(ip.to_canonical())
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use http::HeaderValue;
 
-    fn headers(values: &[&str]) -> HeaderMap {
+    fn headers(values: &[&[u8]]) -> HeaderMap {
         let mut map = HeaderMap::new();
         for v in values {
-            map.append("x-forwarded-for", v.parse().unwrap());
+            map.append("x-forwarded-for", HeaderValue::from_bytes(v).unwrap());
         }
         map
     }
 
+    fn ip(text: &str) -> IpAddr {
+        text.parse().unwrap()
+    }
+
+    fn trusted() -> Vec<IpNet> {
+        vec!["10.0.0.0/8".parse().unwrap()]
+    }
+
+    const PROXY: &str = "10.1.2.3:5000";
+
+    fn from_proxy(values: &[&[u8]]) -> Result<IpAddr, Problem> {
+        client_address(PROXY.parse().unwrap(), &headers(values), &trusted())
+    }
+
     #[test]
     fn forwarded_for_counts_only_behind_a_trusted_proxy() {
-        let trusted: Vec<IpNet> = vec!["10.0.0.0/8".parse().unwrap()];
-        let proxy: SocketAddr = "10.1.2.3:5000".parse().unwrap();
         let stranger: SocketAddr = "203.0.113.9:5000".parse().unwrap();
-        let spoofed = headers(&["198.51.100.1, 192.0.2.7"]);
+        let spoofed = headers(&[b"198.51.100.1, 192.0.2.7"]);
         assert_eq!(
-            client_address(stranger, &spoofed, &trusted),
-            "203.0.113.9".parse::<IpAddr>().unwrap(),
+            client_address(stranger, &spoofed, &trusted()),
+            Ok(ip("203.0.113.9")),
             "an untrusted peer's header is ignored"
         );
         assert_eq!(
-            client_address(proxy, &spoofed, &trusted),
-            "192.0.2.7".parse::<IpAddr>().unwrap(),
+            from_proxy(&[b"198.51.100.1, 192.0.2.7"]),
+            Ok(ip("192.0.2.7")),
             "the right-most untrusted entry is the client"
         );
-        let chained = headers(&["192.0.2.7", "10.9.9.9"]);
         assert_eq!(
-            client_address(proxy, &chained, &trusted),
-            "192.0.2.7".parse::<IpAddr>().unwrap(),
+            from_proxy(&[b"192.0.2.7", b"10.9.9.9"]),
+            Ok(ip("192.0.2.7")),
             "trusted hops are skipped"
         );
+        assert_eq!(from_proxy(&[]), Ok(ip("10.1.2.3")), "no header: the peer");
         assert_eq!(
-            client_address(proxy, &headers(&["not-an-ip"]), &trusted),
-            "10.1.2.3".parse::<IpAddr>().unwrap()
-        );
-        assert_eq!(
-            client_address(proxy, &HeaderMap::new(), &trusted),
-            "10.1.2.3".parse::<IpAddr>().unwrap()
+            from_proxy(&[b"10.5.5.5, 10.6.6.6"]),
+            Ok(ip("10.5.5.5")),
+            "only trusted hops: the left-most of them"
         );
     }
 
+    #[test]
+    fn repeated_fields_are_read_as_one_list_from_the_right() {
+        // The client sent its own field; the proxy added one after it.
+        assert_eq!(
+            from_proxy(&[b"198.51.100.1", b"192.0.2.7"]),
+            Ok(ip("192.0.2.7")),
+            "the client's own field does not decide"
+        );
+        assert_eq!(
+            from_proxy(&[b"198.51.100.1, 10.2.2.2", b"10.9.9.9"]),
+            Ok(ip("198.51.100.1")),
+            "trusted hops in both fields are skipped, right to left"
+        );
+        assert_eq!(
+            from_proxy(&[b"192.0.2.7, , ", b""]),
+            Ok(ip("192.0.2.7")),
+            "empty elements are skipped"
+        );
+        assert_eq!(
+            from_proxy(&[b"192.0.2.7:4711"]),
+            Ok(ip("192.0.2.7")),
+            "a port is dropped"
+        );
+        assert_eq!(from_proxy(&[b"[2001:db8::1]:443"]), Ok(ip("2001:db8::1")));
+        assert_eq!(
+            from_proxy(&[b"::ffff:192.0.2.7"]),
+            Ok(ip("192.0.2.7")),
+            "an IPv4-mapped address is the IPv4 address"
+        );
+    }
+
+    #[test]
+    fn bytes_that_are_not_an_address_are_skipped_or_refused_never_the_proxy() {
+        // Left of the client's entry: never read, whatever the bytes.
+        assert_eq!(
+            from_proxy(&[b"\xff\xfe, 192.0.2.7"]),
+            Ok(ip("192.0.2.7")),
+            "non-ASCII the client sent in the proxy's field"
+        );
+        assert_eq!(
+            from_proxy(&[b"caf\xc3\xa9", b"192.0.2.7"]),
+            Ok(ip("192.0.2.7")),
+            "non-ASCII in a field of its own"
+        );
+        // Where the client's entry should be: refused, not the proxy's address.
+        for bad in [
+            &b"\xff"[..],
+            b"not-an-ip",
+            b"192.0.2.7, \xc3\xa9",
+            b"unknown, 10.9.9.9",
+        ] {
+            let refused = from_proxy(&[bad]);
+            assert!(
+                matches!(refused, Err(Problem::BadRequest(_))),
+                "{}: {refused:?}",
+                String::from_utf8_lossy(bad)
+            );
+        }
+    }
+
     proptest::proptest! {
-        /// Any `X-Forwarded-For` value: never a panic, and an untrusted peer is always its own
-        /// client address.
+        /// Any `X-Forwarded-For` fields: never a panic; an untrusted peer is always its own
+        /// client address; and behind a trusted proxy that appended the client's address, that
+        /// address is the client whatever the client sent before it.
         #[test]
-        fn forwarded_for_never_panics(value in "[ -~]{0,200}", trusted_peer in proptest::bool::ANY) {
-            let trusted: Vec<IpNet> = vec!["10.0.0.0/8".parse().unwrap()];
-            let peer: SocketAddr = if trusted_peer { "10.0.0.1:1" } else { "192.0.2.1:1" }.parse().unwrap();
+        fn forwarded_for_never_panics_and_the_appended_entry_wins(
+            sent in proptest::collection::vec(
+                proptest::collection::vec(
+                    proptest::prop_oneof![
+                        proptest::strategy::Just(b','),
+                        proptest::strategy::Just(b' '),
+                        0x21u8..=0x7e,
+                        0x80u8..=0xff
+                    ],
+                    0..60,
+                ),
+                0..4,
+            ),
+            own_field in proptest::bool::ANY,
+        ) {
+            let stranger: SocketAddr = "192.0.2.1:1".parse().unwrap();
             let mut map = HeaderMap::new();
-            if let Ok(v) = value.parse() {
-                map.insert("x-forwarded-for", v);
+            for field in &sent {
+                map.append("x-forwarded-for", HeaderValue::from_bytes(field).unwrap());
             }
-            let client = client_address(peer, &map, &trusted);
-            if !trusted_peer {
-                proptest::prop_assert_eq!(client, peer.ip());
+            proptest::prop_assert_eq!(
+                client_address(stranger, &map, &trusted()),
+                Ok(stranger.ip())
+            );
+            let _ = client_address(PROXY.parse().unwrap(), &map, &trusted());
+            // The proxy appends what it saw, in a field of its own or to the last one.
+            let appended = "198.51.100.77";
+            let mut fields: Vec<Vec<u8>> = sent.clone();
+            match fields.last_mut() {
+                Some(last) if !own_field => last.extend_from_slice(format!(", {appended}").as_bytes()),
+                _ => fields.push(appended.as_bytes().to_vec()),
             }
+            let fields: Vec<&[u8]> = fields.iter().map(Vec::as_slice).collect();
+            proptest::prop_assert_eq!(from_proxy(&fields), Ok(ip(appended)));
         }
     }
 }

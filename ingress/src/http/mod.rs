@@ -7,7 +7,7 @@
 //! - [`routes`]: the route table; [`dispatch`](self::dispatch): (route, method) to handler.
 //! - [`auth`]: bearer tokens; [`limits`]: rates and the client address; [`paging`]: keyset
 //!   pages; [`problem`]: RFC 9457 problems.
-//! - `body`: request bodies and JSON replies; `probes`: `/healthz`, `/readyz`, `/metrics`.
+//! - `body`: request bodies and JSON replies; `probes`: `/healthz`, `/readyz`.
 
 pub mod auth;
 mod body;
@@ -27,7 +27,7 @@ use tracing::Instrument as _;
 
 use crate::App;
 use problem::Problem;
-use routes::Matched;
+use routes::{Matched, Route};
 
 pub type Reply = Response<Full<Bytes>>;
 
@@ -66,7 +66,7 @@ pub async fn handle(app: &App, request: Request<Incoming>, peer: std::net::Socke
 }
 
 /// The limits around the API routes: load shedding, the client address's rate and the request
-/// deadline. Probes and metrics answer regardless.
+/// deadline. Probes answer regardless.
 async fn guarded(
     app: &App,
     request: Request<Incoming>,
@@ -76,7 +76,17 @@ async fn guarded(
     if let Some(m) = matched.as_ref().filter(|m| m.route.is_probe()) {
         return probes::answer(app, m.route, request.method()).await;
     }
-    let Ok(_permit) = app.in_flight.try_acquire() else {
+    // Public campaign reads have a budget of their own: a flood of them (random ids) must
+    // never take the permits issuance needs.
+    let public = matched
+        .as_ref()
+        .is_some_and(|m| matches!(m.route, Route::PublicCampaigns | Route::PublicCampaign));
+    let permit = if public {
+        app.public.admit()
+    } else {
+        app.in_flight.try_acquire().ok()
+    };
+    let Some(_permit) = permit else {
         app.metrics.shed.inc();
         return Err(Problem::unavailable("overloaded; retry"));
     };
@@ -84,7 +94,7 @@ async fn guarded(
         peer,
         request.headers(),
         &app.config.trusted_proxies,
-    ))?;
+    )?)?;
     let Some(matched) = matched else {
         return Err(Problem::NotFound("no such route"));
     };

@@ -58,7 +58,8 @@ fn parse_cursor(value: &str) -> Result<(OffsetDateTime, Uuid), Problem> {
     let bad = || Problem::BadRequest("cursor is not one this API gave".to_owned());
     let (micros, id) = value.split_once('_').ok_or_else(bad)?;
     let micros: i128 = micros.parse().map_err(|_| bad())?;
-    let at = OffsetDateTime::from_unix_timestamp_nanos(micros * 1_000).map_err(|_| bad())?;
+    let nanos = micros.checked_mul(1_000).ok_or_else(bad)?;
+    let at = OffsetDateTime::from_unix_timestamp_nanos(nanos).map_err(|_| bad())?;
     Ok((at, id.parse().map_err(|_| bad())?))
 }
 
@@ -101,6 +102,8 @@ mod tests {
             "_",
             "1_notauuid",
             "99999999999999999999999999_x",
+            // Found by fuzzing (fuzz/corpus/route/cursor-overflow): overflowed the i128.
+            "170141183460469231731687303715884105727_x",
         ] {
             assert!(parse_cursor(bad).is_err(), "{bad}");
         }

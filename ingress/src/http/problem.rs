@@ -29,6 +29,8 @@ pub enum Problem {
     CouponCancelled,
     /// A refund names an order that does not hold the coupon.
     NotRedeemedByOrder,
+    /// The order already redeemed the coupon and was refunded: it cannot redeem it again.
+    OrderRefunded,
     /// The caller (user or client address) is over its rate; retry after the given seconds.
     TooManyRequests {
         retry_after_secs: u32,
@@ -103,6 +105,11 @@ impl Problem {
                 "not-redeemed-by-order",
                 "The coupon is not redeemed by this order",
             ),
+            Problem::OrderRefunded => (
+                StatusCode::CONFLICT,
+                "order-refunded",
+                "This order was refunded; it cannot redeem the coupon again",
+            ),
             Problem::TooManyRequests { .. } => (
                 StatusCode::TOO_MANY_REQUESTS,
                 "rate-limited",
@@ -174,19 +181,44 @@ impl From<super::auth::AuthError> for Problem {
     }
 }
 
-/// The ledger failed or did not answer: 503. Logged here, where it becomes an answer.
+/// The ledger refused a value (SQLSTATE class 22, data exception: a NUL in a text, a number out
+/// of range, an invalid date...): the request is bad, 400, whatever let it through validation.
+/// Anything else means the ledger failed or did not answer: 503. Logged here, where it becomes
+/// an answer.
 impl From<tokio_postgres::Error> for Problem {
     fn from(e: tokio_postgres::Error) -> Self {
-        tracing::warn!(error = %e, "postgres request failed");
-        Problem::unavailable("the database is unavailable")
+        match e.code() {
+            Some(code) if is_data_exception(code) => {
+                tracing::info!(error = %e, "postgres refused a value");
+                Problem::BadRequest(format!(
+                    "the ledger refused a value of the request (SQLSTATE {})",
+                    code.code()
+                ))
+            }
+            _ => {
+                tracing::warn!(error = %e, "postgres request failed");
+                Problem::unavailable("the database is unavailable")
+            }
+        }
     }
 }
 
-/// No pooled connection to the ledger: 503.
+/// SQLSTATE class 22: the value, not the database, is at fault.
+fn is_data_exception(code: &tokio_postgres::error::SqlState) -> bool {
+    code.code().starts_with("22")
+}
+
+/// No pooled connection to the ledger within `DATABASE_POOL_WAIT_MS` (or it failed): 503 with
+/// `Retry-After`.
 impl From<deadpool_postgres::PoolError> for Problem {
     fn from(e: deadpool_postgres::PoolError) -> Self {
         tracing::warn!(error = %e, "no postgres connection");
-        Problem::unavailable("the database is unavailable")
+        match e {
+            deadpool_postgres::PoolError::Timeout(_) => {
+                Problem::unavailable("every database connection is busy; retry")
+            }
+            _ => Problem::unavailable("the database is unavailable"),
+        }
     }
 }
 

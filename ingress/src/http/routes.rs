@@ -1,5 +1,6 @@
-//! The route table: every path the API serves and the methods it serves them with, written
-//! once. The metrics label, the dispatch and the 405 answer all derive from it.
+//! The route table: every path the public listener serves and the methods it serves them
+//! with, written once. The metrics label, the dispatch and the 405 answer all derive from it.
+//! `/metrics` is not among them: it is on the operations listener (`crate::ops`).
 
 use http::Method;
 
@@ -8,7 +9,6 @@ use http::Method;
 pub enum Route {
     Healthz,
     Readyz,
-    Metrics,
     PublicCampaigns,
     PublicCampaign,
     Issuances,
@@ -24,10 +24,9 @@ pub enum Route {
 
 /// Path patterns; `{id}` matches one segment, even an empty one, which its parser then refuses
 /// (400). First match wins.
-const ROUTES: [(&str, Route); 14] = [
+const ROUTES: [(&str, Route); 13] = [
     ("/healthz", Route::Healthz),
     ("/readyz", Route::Readyz),
-    ("/metrics", Route::Metrics),
     ("/v1/campaigns", Route::PublicCampaigns),
     ("/v1/campaigns/{id}", Route::PublicCampaign),
     ("/v1/campaigns/{id}/issuances", Route::Issuances),
@@ -47,7 +46,6 @@ impl Route {
         match self {
             Route::Healthz => "healthz",
             Route::Readyz => "readyz",
-            Route::Metrics => "metrics",
             Route::PublicCampaigns => "public_campaigns",
             Route::PublicCampaign => "public_campaign",
             Route::Issuances => "issuances",
@@ -74,7 +72,6 @@ impl Route {
             Route::AdminCampaign => &[Method::GET, Method::PATCH],
             Route::Healthz
             | Route::Readyz
-            | Route::Metrics
             | Route::PublicCampaigns
             | Route::PublicCampaign
             | Route::Issuance
@@ -82,9 +79,9 @@ impl Route {
         }
     }
 
-    /// Probes and metrics answer outside the API's limits (load shedding, rates, deadline).
+    /// Probes answer outside the API's limits (load shedding, rates, deadline).
     pub fn is_probe(self) -> bool {
-        matches!(self, Route::Healthz | Route::Readyz | Route::Metrics)
+        matches!(self, Route::Healthz | Route::Readyz)
     }
 }
 
@@ -154,6 +151,8 @@ mod tests {
             "/v1/campaigns/x/issuances/",
             "/v1/issuances",
             "/healthz/x",
+            // Metrics are served on the operations listener only.
+            "/metrics",
             "/v1/admin/coupons/x",
             "v1/campaigns",
         ] {

@@ -1,5 +1,5 @@
 //! The accept loop: a bounded number of connections, HTTP/1.1 with header limits, and the
-//! shutdown sequence.
+//! shutdown sequence; beside it the operations listener and the background tasks.
 
 use std::convert::Infallible;
 use std::future::Future;
@@ -18,14 +18,16 @@ use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 use crate::App;
 use crate::issue::sweeper;
 
-/// Serves `listener` (and runs the journal sweeper) until `signal` completes. Then readiness
-/// turns false while requests are still served for `SHUTDOWN_DELAY_MS` (load balancers take the
-/// pod out of rotation meanwhile); then the listener closes, in-flight requests finish within
+/// Serves `listener` (the API) and `ops` (`/metrics` and the probes), and runs the journal
+/// sweeper and the readiness check, until `signal` completes. Then readiness turns false while
+/// requests are still served for `SHUTDOWN_DELAY_MS` (load balancers take the pod out of
+/// rotation meanwhile); then the listener closes, in-flight requests finish within
 /// `SHUTDOWN_TIMEOUT_MS`, the confirmation queue is cleared (at most 2 s) and the producer is
 /// flushed (for what is left of the bound, at least 1 s) so every answered event is on the
-/// broker.
+/// broker. The operations listener serves until the end, so a scrape sees the drain.
 pub async fn run(
     listener: TcpListener,
+    ops: TcpListener,
     app: Arc<App>,
     signal: impl Future<Output = ()>,
 ) -> anyhow::Result<()> {
@@ -37,8 +39,7 @@ pub async fn run(
         .max_header_size(app.config.max_header_bytes)
         .keep_alive(true);
     let connections = Arc::new(Semaphore::new(app.config.max_connections));
-    let (stop_sweeper, sweeper_stopped) = tokio::sync::watch::channel(false);
-    let sweeper = tokio::spawn(sweeper::sweep(app.clone(), sweeper_stopped));
+    let background = Background::spawn(&app, ops);
     let delay = Duration::from_millis(app.config.shutdown_delay_ms);
     let stopping = async {
         signal.await;
@@ -75,8 +76,40 @@ pub async fn run(
     }
     app.ready.store(false, Ordering::SeqCst);
     drop(listener);
-    let _ = stop_sweeper.send(true);
-    drain(&app, graceful, sweeper).await
+    let _ = background.stop.send(true);
+    let drained = drain(&app, graceful, background.tasks).await;
+    let _ = background.stop_ops.send(());
+    let _ = background.ops.await;
+    drained
+}
+
+/// What runs beside the accept loop: the sweeper and the readiness check (stopped when the
+/// listener closes) and the operations listener (stopped last).
+struct Background {
+    stop: tokio::sync::watch::Sender<bool>,
+    tasks: Vec<tokio::task::JoinHandle<()>>,
+    stop_ops: tokio::sync::oneshot::Sender<()>,
+    ops: tokio::task::JoinHandle<()>,
+}
+
+impl Background {
+    fn spawn(app: &Arc<App>, ops: TcpListener) -> Background {
+        let (stop, stopped) = tokio::sync::watch::channel(false);
+        let tasks = vec![
+            tokio::spawn(sweeper::sweep(app.clone(), stopped.clone())),
+            tokio::spawn(crate::ops::refresh(app.clone(), stopped)),
+        ];
+        let (stop_ops, ops_stopped) = tokio::sync::oneshot::channel::<()>();
+        let ops = crate::ops::serve(ops, app, async {
+            let _ = ops_stopped.await;
+        });
+        Background {
+            stop,
+            tasks,
+            stop_ops,
+            ops,
+        }
+    }
 }
 
 /// Serves one connection on its own task; the permit is held until it closes.
@@ -105,12 +138,12 @@ fn serve(
     });
 }
 
-/// After the listener closed: in-flight requests finish, the sweeper stops, confirmations are
-/// cleared and the producer flushed.
+/// After the listener closed: in-flight requests finish, the sweeper and the readiness check
+/// stop, confirmations are cleared and the producer flushed.
 async fn drain(
     app: &App,
     graceful: GracefulShutdown,
-    sweeper: tokio::task::JoinHandle<()>,
+    tasks: Vec<tokio::task::JoinHandle<()>>,
 ) -> anyhow::Result<()> {
     let bound = Duration::from_millis(app.config.common.shutdown_timeout_ms);
     let started = Instant::now();
@@ -120,7 +153,9 @@ async fn drain(
             tracing::warn!(timeout_ms = bound.as_millis() as u64, "in-flight requests did not finish in time");
         }
     }
-    let _ = sweeper.await;
+    for task in tasks {
+        let _ = task.await;
+    }
     app.confirmations.flush().await;
     let publisher = app.publisher.clone();
     let left = bound

@@ -46,6 +46,12 @@ pub async fn request(
     caller: &Principal,
     campaign: CampaignId,
 ) -> Result<Accepted, Problem> {
+    if !app.publisher.can_sign() {
+        // Nothing reserved: without an event key the event could not be produced.
+        return Err(Problem::unavailable(
+            "the event keys are not loaded yet; retry",
+        ));
+    }
     let issuance = IssuanceId::new(campaign);
     let started = Instant::now();
     let reservation = app
@@ -81,16 +87,31 @@ pub async fn request(
         seq,
         requested_at_ms: requested_ms,
     };
+    produce(app, issuance, &event).await?;
+    Ok(Accepted {
+        issuance_id: issuance,
+        campaign_id: campaign,
+        status: IssuanceStatus::Accepted,
+    })
+}
+
+/// Produces the admitted request's event: confirmed, or the reservation released (not
+/// persisted) or kept for roll-forward (uncertain), and 503.
+async fn produce(
+    app: &App,
+    issuance: IssuanceId,
+    event: &IssuanceRequested,
+) -> Result<(), Problem> {
     let started = Instant::now();
     let published = app
         .publisher
-        .publish(&event)
+        .publish(event)
         .instrument(tracing::info_span!("kafka.produce", otel.kind = "producer"))
         .await;
     app.metrics.produced(
         match &published {
             Ok(()) => Produced::Persisted,
-            Err(PublishError::NotPersisted(_)) => Produced::NotPersisted,
+            Err(PublishError::NotPersisted(_) | PublishError::Unsigned) => Produced::NotPersisted,
             Err(PublishError::Uncertain(_)) => Produced::Uncertain,
         },
         started,
@@ -98,15 +119,15 @@ pub async fn request(
     match published {
         Ok(()) => {
             app.confirmations.confirm(issuance);
-            Ok(Accepted {
-                issuance_id: issuance,
-                campaign_id: campaign,
-                status: IssuanceStatus::Accepted,
-            })
+            Ok(())
         }
-        Err(PublishError::NotPersisted(e)) => {
-            tracing::warn!(error = %e, "kafka refused the event; releasing the reservation");
-            if let Err(release) = app.gate.release(&issuance, "kafka-refused").await {
+        Err(e @ (PublishError::NotPersisted(_) | PublishError::Unsigned)) => {
+            tracing::warn!(error = %e, "the event was not persisted; releasing the reservation");
+            let reason = match e {
+                PublishError::Unsigned => "event-unsigned",
+                _ => "kafka-refused",
+            };
+            if let Err(release) = app.gate.release(&issuance, reason).await {
                 // The admission stays journaled; reconciliation settles it.
                 tracing::error!(error = %release, issuance = %issuance, "release failed");
             }

@@ -7,15 +7,22 @@
 //! - [`PublishError::Uncertain`]: it may have been written (timed out in flight, producer gone).
 //!   The caller keeps the reservation, answers 503, and the event is rolled forward later; the
 //!   consumer de-duplicates on the issuance id.
+//! - [`PublishError::Unsigned`]: no event key is active (not read yet, or every key retired),
+//!   so nothing was sent: an unsigned event would be dead-lettered by the consumer.
+//!
+//! Every event carries its MAC in the `coupon-signature` header ([`service::event_keys`]).
 
+use std::sync::Arc;
 use std::time::Duration;
 
 use prost::Message;
 use rdkafka::ClientConfig;
 use rdkafka::error::{KafkaError, RDKafkaErrorCode};
+use rdkafka::message::Header;
 use rdkafka::producer::{FutureProducer, FutureRecord, Producer};
 use schema::proto::IssuanceRequested;
 use schema::topics;
+use service::event_keys::{self, EventKeys};
 
 /// How long past `message.timeout.ms` a caller still waits for the delivery report.
 const DELIVERY_REPORT_GRACE_MS: u64 = 1_000;
@@ -26,6 +33,8 @@ pub enum PublishError {
     NotPersisted(KafkaError),
     #[error("kafka may or may not have persisted the event: {0}")]
     Uncertain(KafkaError),
+    #[error("no event key is active: the event was not signed, nor sent")]
+    Unsigned,
 }
 
 /// The producer of requested issuances. Clone is cheap (shared handles).
@@ -47,6 +56,8 @@ pub struct Publisher {
     /// When the last delivery succeeded, in ms since `epoch`.
     last_delivery_ms: std::sync::Arc<std::sync::atomic::AtomicU64>,
     epoch: std::time::Instant,
+    /// The keys every event is signed with.
+    keys: Arc<EventKeys>,
 }
 
 #[derive(Clone)]
@@ -63,6 +74,7 @@ impl Publisher {
         topic: &str,
         message_timeout_ms: u64,
         linger_ms: u64,
+        keys: Arc<EventKeys>,
     ) -> Result<Self, KafkaError> {
         let config = kafka
             .producer("coupon-ingress")
@@ -84,7 +96,14 @@ impl Publisher {
             deadline: Duration::from_millis(message_timeout_ms + DELIVERY_REPORT_GRACE_MS),
             last_delivery_ms: Default::default(),
             epoch: std::time::Instant::now(),
+            keys,
         })
+    }
+
+    /// Whether an event could be signed now: false until the event keys were read (or while
+    /// every key is retired or pending). The handler answers 503 before reserving then.
+    pub fn can_sign(&self) -> bool {
+        self.keys.can_sign()
     }
 
     fn generation(&self) -> Generation {
@@ -163,10 +182,14 @@ impl Publisher {
         }
     }
 
-    /// Sends one event and waits for its delivery report.
+    /// Signs one event, sends it and waits for its delivery report.
     pub async fn publish(&self, event: &IssuanceRequested) -> Result<(), PublishError> {
         let key = topics::record_key(&event.campaign_id, &event.user_id);
         let payload = event.encode_to_vec();
+        let signature = self
+            .keys
+            .sign(key.as_bytes(), &payload)
+            .ok_or(PublishError::Unsigned)?;
         let trace = service::tracing_context::headers_of(&tracing::Span::current());
         let time = time::OffsetDateTime::from_unix_timestamp_nanos(
             i128::from(event.requested_at_ms) * 1_000_000,
@@ -187,7 +210,11 @@ impl Publisher {
                 schema: topics::ISSUANCE_REQUESTED_SCHEMA,
             },
             &trace,
-        );
+        )
+        .insert(Header {
+            key: event_keys::HEADER,
+            value: Some(&signature),
+        });
         let record = FutureRecord::to(&self.topic)
             .key(&key)
             .payload(&payload)

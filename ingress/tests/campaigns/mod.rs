@@ -13,14 +13,7 @@ use time::format_description::well_known::Rfc3339;
 use crate::support::Stack;
 
 async fn patch(stack: &Stack, campaign: &str, body: Value) -> reqwest::Response {
-    stack
-        .http
-        .patch(format!("{}/v1/admin/campaigns/{campaign}", stack.base))
-        .bearer_auth(stack.admin_token())
-        .json(&body)
-        .send()
-        .await
-        .unwrap()
+    stack.patch_campaign(campaign, &body).await
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

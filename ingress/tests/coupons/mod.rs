@@ -1,6 +1,7 @@
-//! The user's coupons: listing newest first with pagination and owner-only visibility,
-//! redemption (once, idempotent per order, concurrent orders: exactly one wins, expired: 410),
-//! the refund that hands a redeemed coupon back, and an operator's cancellation.
+//! The user's coupons: listing newest first with pagination and owner-only visibility;
+//! redemption by the order service (once, idempotent per order, concurrent orders: exactly one
+//! wins, expired: 410), the refund that hands a redeemed coupon back, never by the user's own
+//! token; and an operator's cancellation.
 
 use std::collections::HashSet;
 
@@ -21,26 +22,42 @@ async fn my_coupons(stack: &Stack, user: &str, query: &str) -> Value {
     response.json().await.unwrap()
 }
 
-async fn redeem(stack: &Stack, user: &str, coupon: &str, body: Value) -> reqwest::Response {
+/// The order service's token: it redeems and refunds for every user.
+fn service_token() -> String {
+    token("order-service", Some("service"), 600)
+}
+
+/// `POST /v1/coupons/{coupon}/{action}` with `bearer`.
+async fn order_call(
+    stack: &Stack,
+    action: &str,
+    bearer: &str,
+    coupon: &str,
+    body: &Value,
+) -> reqwest::Response {
     stack
         .http
-        .post(format!("{}/v1/coupons/{coupon}/redeem", stack.base))
-        .bearer_auth(token(user, None, 600))
-        .json(&body)
+        .post(format!("{}/v1/coupons/{coupon}/{action}", stack.base))
+        .bearer_auth(bearer)
+        .json(body)
         .send()
         .await
         .unwrap()
 }
 
+/// The order service redeems `user`'s coupon; `body` gets `user_id` when it is an object
+/// without one.
+async fn redeem(stack: &Stack, user: &str, coupon: &str, mut body: Value) -> reqwest::Response {
+    if let Some(fields) = body.as_object_mut() {
+        fields.entry("user_id").or_insert_with(|| user.into());
+    }
+    order_call(stack, "redeem", &service_token(), coupon, &body).await
+}
+
+/// The order service refunds `order`'s redemption of `user`'s coupon.
 async fn refund(stack: &Stack, user: &str, coupon: &str, order: &str) -> reqwest::Response {
-    stack
-        .http
-        .post(format!("{}/v1/coupons/{coupon}/refund", stack.base))
-        .bearer_auth(token(user, None, 600))
-        .json(&json!({"order_id": order}))
-        .send()
-        .await
-        .unwrap()
+    let body = json!({"order_id": order, "user_id": user});
+    order_call(stack, "refund", &service_token(), coupon, &body).await
 }
 
 async fn cancel(stack: &Stack, bearer: &str, coupon: &str) -> reqwest::Response {
@@ -157,6 +174,8 @@ async fn a_coupon_is_redeemed_once_per_order() {
         json!({}),
         json!({"order_id": ""}),
         json!({"order_id": 5}),
+        json!({"order_id": "x", "user_id": ""}),
+        json!({"order_id": "x", "user_id": 5}),
         json!({"order_id": "a".repeat(200)}),
     ] {
         assert_eq!(
@@ -323,5 +342,86 @@ async fn refunds_return_the_coupon_and_cancellation_is_final() {
     assert_eq!(
         (&view["issued"], &view["remaining"]),
         (&json!(2), &json!(8))
+    );
+}
+
+/// Redeem and refund belong to the order service. A user's own token (or an operator's) is 403
+/// on both, so a user cannot refund their coupon and redeem it again; the order service can
+/// refund a real redemption once, and a late or replayed redeem for a refunded order does not
+/// redeem the coupon again.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn only_the_order_service_redeems_and_refunds() {
+    let stack = Stack::pipeline().await;
+    let campaign = stack.open_campaign(10, 1).await;
+    assert_eq!(stack.request(&campaign, "uma").await.status(), 202);
+    stack.fixture.wait_for_coupons(&campaign, 1).await;
+    let page = my_coupons(&stack, "uma", "").await;
+    let coupon = page["items"][0]["coupon_id"].as_str().unwrap().to_owned();
+    let body = json!({"order_id": "order-1", "user_id": "uma"});
+
+    // The sequence a user could run against themselves: every step is refused.
+    let own = token("uma", None, 600);
+    let forged_role = token("uma", Some("admin"), 600);
+    for bearer in [&own, &forged_role] {
+        for action in ["redeem", "refund"] {
+            assert_eq!(
+                problem_type(order_call(&stack, action, bearer, &coupon, &body).await).await,
+                (403, "/problems/forbidden".to_owned()),
+                "{action}"
+            );
+        }
+    }
+    assert_eq!(
+        my_coupons(&stack, "uma", "").await["items"][0]["status"],
+        "issued",
+        "refused calls changed nothing"
+    );
+
+    // The order service: redeem, refund, and the same refund again.
+    assert_eq!(
+        redeem(&stack, "uma", &coupon, body.clone()).await.status(),
+        200
+    );
+    assert_eq!(
+        problem_type(order_call(&stack, "refund", &own, &coupon, &body).await).await,
+        (403, "/problems/forbidden".to_owned()),
+        "a redeemed coupon: still not the user's to refund"
+    );
+    assert_eq!(
+        refund(&stack, "uma", &coupon, "order-1").await.status(),
+        200
+    );
+    assert_eq!(
+        refund(&stack, "uma", &coupon, "order-1").await.status(),
+        200
+    );
+
+    // A late or replayed redeem for the refunded order: refused, the coupon stays usable.
+    assert_eq!(
+        problem_type(redeem(&stack, "uma", &coupon, body.clone()).await).await,
+        (409, "/problems/order-refunded".to_owned())
+    );
+    let listed = my_coupons(&stack, "uma", "").await;
+    assert_eq!(listed["items"][0]["status"], "issued");
+    // The history names each redemption once, the refunded one with its refund.
+    let db = stack.fixture.db().await;
+    let id: uuid::Uuid = coupon.parse().unwrap();
+    let history: Vec<(String, bool)> = db
+        .query(
+            "SELECT order_id, refunded_at IS NOT NULL FROM redemptions WHERE coupon_id = $1 ORDER BY redeemed_at",
+            &[&id],
+        )
+        .await
+        .unwrap()
+        .iter()
+        .map(|row| (row.get(0), row.get(1)))
+        .collect();
+    assert_eq!(history, vec![("order-1".to_owned(), true)]);
+    // A new order of the same user may redeem it; a refund must name a real redemption.
+    let second = json!({"order_id": "order-2", "user_id": "uma"});
+    assert_eq!(redeem(&stack, "uma", &coupon, second).await.status(), 200);
+    assert_eq!(
+        problem_type(refund(&stack, "uma", &coupon, "order-3").await).await,
+        (409, "/problems/not-redeemed-by-order".to_owned())
     );
 }

@@ -96,6 +96,11 @@ impl Call<'_> {
         self.with(|r| r.bearer_auth(token(sub, None, 600)))
     }
 
+    /// As the order service (redeem and refund).
+    pub fn service(self) -> Self {
+        self.with(|r| r.bearer_auth(token("order-service", Some("service"), 600)))
+    }
+
     /// As an operator.
     pub fn admin(self) -> Self {
         let admin = self.api.stack.admin_token();

@@ -7,7 +7,7 @@ use std::time::Duration;
 use jsonwebtoken::Algorithm;
 use serde_json::{Value, json};
 
-use super::{keys_dir, now, post_with, rsa_operator_token, signed};
+use super::{AUDIENCE, ISSUER, keys_dir, now, post_with, rsa_operator_token, signed};
 use crate::support::Stack;
 
 /// Key rotation: a token naming a key id the loaded set lacks makes the ingress read the JWKS
@@ -168,6 +168,9 @@ async fn keys_come_from_the_jwks_url_and_follow_it() {
     let closed = testkit::free_port();
     let unreachable = ingress::Config::from_args([
         "coupon-ingress".to_owned(),
+        // Production settings: the key set's URL, and tokens bound to an issuer and audience.
+        format!("--jwt-issuer={ISSUER}"),
+        format!("--jwt-audience={AUDIENCE}"),
         format!("--jwks-url=http://127.0.0.1:{closed}/jwks.json"),
         format!("--redis-url={}", testkit::redis_url()),
         format!("--kafka-brokers={}", testkit::kafka_brokers()),
@@ -233,6 +236,9 @@ async fn a_key_set_server_with_an_untrusted_certificate_is_refused() {
     // The keys are loaded first: nothing else is reached when that fails.
     let config = ingress::Config::from_args([
         "coupon-ingress".to_owned(),
+        // Production settings: the key set's URL, and tokens bound to an issuer and audience.
+        format!("--jwt-issuer={ISSUER}"),
+        format!("--jwt-audience={AUDIENCE}"),
         format!("--jwks-url=https://127.0.0.1:{port}/jwks.json"),
     ])
     .unwrap();

@@ -1,9 +1,11 @@
 //! Requests and connections beyond the ingress's limits: refused or shed at once, without
-//! waiting and without changing anything.
+//! waiting and without changing anything. And nothing private on the public listener: metrics
+//! only on the operations listener, readiness probes answered from a cached check.
 
 use std::io::{Read, Write};
 use std::time::Duration;
 
+use futures_util::StreamExt as _;
 use serde_json::Value;
 
 use crate::support::Stack;
@@ -251,19 +253,220 @@ async fn connections_beyond_the_limit_are_closed() {
         matches!(outcome, Ok(0) | Err(_)),
         "the third connection was served: {outcome:?}"
     );
+    // The operations listener has its own connections: the scrape gets through while the
+    // public listener is full.
+    let refused = sample(
+        &scrape(&stack).await,
+        "coupon_connections_refused_total",
+        "",
+    );
+    assert!(refused >= Some(1.0), "{refused:?}");
     drop(held);
-    let refused = testkit::eventually(Duration::from_secs(10), "health again", || async {
+    testkit::eventually(Duration::from_secs(10), "health again", || async {
         let response = stack
             .http
-            .get(format!("{}/metrics", stack.base))
+            .get(format!("{}/healthz", stack.base))
             .send()
             .await
             .ok()?;
-        let text = response.text().await.ok()?;
-        text.lines()
-            .find_map(|l| l.strip_prefix("coupon_connections_refused_total "))
-            .and_then(|v| v.parse::<f64>().ok())
+        (response.status() == 200).then_some(())
     })
     .await;
-    assert!(refused >= 1.0);
+}
+
+/// `/metrics` is not on the public listener (404, like any unknown path) but on the operations
+/// listener, which also answers the probes.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn metrics_are_served_on_the_operations_listener_only() {
+    let stack = Stack::ingress_only().await;
+    let public = stack
+        .http
+        .get(format!("{}/metrics", stack.base))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(public.status(), 404);
+    let body = public.text().await.unwrap();
+    assert!(
+        !body.contains("coupon_"),
+        "metrics on the public listener: {body}"
+    );
+    let metrics = stack
+        .http
+        .get(format!("{}/metrics", stack.ops))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(metrics.status(), 200);
+    let content_type = metrics.headers()["content-type"].to_str().unwrap();
+    assert!(content_type.contains("openmetrics-text"), "{content_type}");
+    let text = metrics.text().await.unwrap();
+    let not_found = r#"route="other",status="404""#;
+    assert_eq!(
+        sample(&text, "coupon_http_requests_total", not_found),
+        Some(1.0),
+        "the public request was counted as no route:\n{text}"
+    );
+    for probe in ["/healthz", "/readyz"] {
+        for base in [&stack.base, &stack.ops] {
+            let status = stack
+                .http
+                .get(format!("{base}{probe}"))
+                .send()
+                .await
+                .unwrap()
+                .status();
+            assert_eq!(status, 200, "{base}{probe}");
+        }
+    }
+}
+
+/// `/readyz` answers from the background dependency check (review M8): a flood of probes on
+/// both listeners makes no Kafka metadata request of its own (the checks counted in the
+/// metrics stay put), nor any Redis call (the ingress's private Redis counts its PINGs).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_flood_of_readiness_probes_calls_no_dependency() {
+    let redis = testkit::PrivateRedis::start().await;
+    let stack = Stack::ingress_with(&[
+        &format!("--redis-url={}", redis.url()),
+        "--ready-check-interval-ms=60000",
+    ])
+    .await;
+    let stack = &stack;
+    let checks = || async {
+        sample(&scrape(stack).await, "coupon_readiness_checks_total", "").unwrap_or(0.0)
+    };
+    let pings = || async {
+        let client = redis::Client::open(redis.url()).unwrap();
+        let mut conn = client.get_multiplexed_async_connection().await.unwrap();
+        let info: String = redis::cmd("INFO")
+            .arg("commandstats")
+            .query_async(&mut conn)
+            .await
+            .unwrap();
+        info.lines()
+            .find_map(|l| l.strip_prefix("cmdstat_ping:calls="))
+            .and_then(|rest| rest.split(',').next()?.parse::<u64>().ok())
+            .unwrap_or(0)
+    };
+    testkit::eventually(Duration::from_secs(10), "the first check", || async {
+        (checks().await >= 1.0).then_some(())
+    })
+    .await;
+    let (checks_before, pings_before) = (checks().await, pings().await);
+    let probes = (0..400).map(|n| {
+        let base = if n % 4 == 0 { &stack.ops } else { &stack.base };
+        let url = format!("{base}/readyz");
+        async move { stack.http.get(url).send().await.unwrap().status() }
+    });
+    let statuses = futures_util::stream::iter(probes)
+        .buffer_unordered(16)
+        .collect::<Vec<_>>()
+        .await;
+    assert!(statuses.iter().all(|s| *s == 200), "{statuses:?}");
+    let (checks_after, pings_after) = (checks().await, pings().await);
+    // An interval that ends meanwhile allows one more check (one PING).
+    assert!(
+        checks_after - checks_before <= 1.0,
+        "{checks_before} checks before 400 probes, {checks_after} after"
+    );
+    assert!(
+        pings_after - pings_before <= 1,
+        "{pings_before} PINGs before 400 probes, {pings_after} after"
+    );
+}
+
+/// The background check alone notices a dependency going away and coming back: with Redis cut,
+/// `/readyz` turns 503 on both listeners (and `coupon_dependency_up` says which), then 200 again
+/// once Redis is back.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn readiness_follows_redis_through_the_background_check() {
+    let url = testkit::redis_url();
+    let info = redis::IntoConnectionInfo::into_connection_info(url.as_str()).unwrap();
+    let redis::ConnectionAddr::Tcp(host, port) = info.addr().clone() else {
+        panic!("REDIS_URL is not plain TCP");
+    };
+    let proxy = testkit::FaultProxy::start((host.clone(), port)).await;
+    let proxied = url.replacen(
+        &format!("{host}:{port}"),
+        &format!("127.0.0.1:{}", proxy.port),
+        1,
+    );
+    assert_ne!(proxied, url);
+    let stack = Stack::ingress_with(&[
+        &format!("--redis-url={proxied}"),
+        "--redis-timeout-ms=500",
+        "--ready-check-interval-ms=200",
+    ])
+    .await;
+    let ready = |status: u16| {
+        let stack = &stack;
+        async move {
+            for base in [&stack.base, &stack.ops] {
+                let response = stack.http.get(format!("{base}/readyz")).send().await.ok()?;
+                if response.status() != status {
+                    return None;
+                }
+            }
+            Some(())
+        }
+    };
+    ready(200).await.expect("ready at start");
+    proxy.fail();
+    testkit::eventually(Duration::from_secs(20), "not ready without Redis", || {
+        ready(503)
+    })
+    .await;
+    let problem: Value = stack
+        .http
+        .get(format!("{}/readyz", stack.base))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(problem["detail"], "redis is unreachable", "{problem}");
+    let text = scrape(&stack).await;
+    let down = r#"dependency="redis""#;
+    assert_eq!(
+        sample(&text, "coupon_dependency_up", down),
+        Some(0.0),
+        "{text}"
+    );
+    let kafka = r#"dependency="kafka""#;
+    assert_eq!(
+        sample(&text, "coupon_dependency_up", kafka),
+        Some(1.0),
+        "{text}"
+    );
+    proxy.restore();
+    testkit::eventually(Duration::from_secs(30), "ready with Redis back", || {
+        ready(200)
+    })
+    .await;
+}
+
+/// The operations listener's metrics.
+async fn scrape(stack: &Stack) -> String {
+    let response = stack
+        .http
+        .get(format!("{}/metrics", stack.ops))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 200);
+    response.text().await.unwrap()
+}
+
+/// The value of the sample of metric `name` whose labels are exactly `labels` (as written in
+/// the exposition, e.g. `route="other",status="404"`; empty for none).
+fn sample(text: &str, name: &str, labels: &str) -> Option<f64> {
+    let series = if labels.is_empty() {
+        name.to_owned()
+    } else {
+        format!("{name}{{{labels}}}")
+    };
+    text.lines()
+        .find_map(|line| line.strip_prefix(&series)?.strip_prefix(' ')?.parse().ok())
 }

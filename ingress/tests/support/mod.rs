@@ -15,6 +15,8 @@ use tokio::sync::oneshot;
 /// multi-threaded runtime, which lets the drop wait.
 pub struct Stack {
     pub api: Api,
+    /// The operations listener's base URL (`/metrics`, `/healthz`, `/readyz`).
+    pub ops: String,
     pub app: Arc<ingress::App>,
     stops: Vec<oneshot::Sender<()>>,
     tasks: Vec<tokio::task::JoinHandle<anyhow::Result<()>>>,
@@ -64,12 +66,21 @@ impl Stack {
         let config = ingress_config(&fixture, options.extra);
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let base = format!("http://{}", listener.local_addr().unwrap());
+        let ops_listener = tokio::net::TcpListener::bind(config.ops_listen)
+            .await
+            .unwrap();
+        let ops = format!("http://{}", ops_listener.local_addr().unwrap());
         let app = ingress::App::build(config).await.expect("ingress starts");
         let (stop, stopped) = oneshot::channel::<()>();
         let mut stops = vec![stop];
-        let mut tasks = vec![tokio::spawn(ingress::run(listener, app.clone(), async {
-            let _ = stopped.await;
-        }))];
+        let mut tasks = vec![tokio::spawn(ingress::run(
+            listener,
+            ops_listener,
+            app.clone(),
+            async {
+                let _ = stopped.await;
+            },
+        ))];
         if options.consumer {
             let persister =
                 consumer::Persister::build(consumer_config(&fixture)).expect("consumer starts");
@@ -85,6 +96,7 @@ impl Stack {
             .unwrap();
         Stack {
             api: Api::new(base, http),
+            ops,
             app,
             stops,
             tasks,
@@ -142,6 +154,8 @@ fn ingress_config(fixture: &Fixture, extra: Vec<String>) -> ingress::Config {
     let defaults = [
         "--coupon-env=development".to_owned(),
         "--listen=127.0.0.1:0".to_owned(),
+        // Many ingresses run at once in one test process: each on ports of its own.
+        "--ops-listen=127.0.0.1:0".to_owned(),
         format!("--redis-url={}", testkit::redis_url()),
         format!("--redis-key-prefix={}", fixture.redis_prefix),
         format!("--kafka-brokers={}", testkit::kafka_brokers()),

@@ -33,6 +33,8 @@ pub struct World {
     pub broker: PrivateBroker,
     /// The ingress's port (the same across restarts).
     pub port: u16,
+    /// The ingress's operations port (`/metrics`, `/readyz`; the same across restarts).
+    pub ingress_ops_port: u16,
     /// The first consumer's operations port (`/metrics`, `/readyz`).
     pub consumer_ops_port: u16,
     /// Settings of both service processes beyond the world's defaults.
@@ -70,6 +72,7 @@ impl World {
             redis,
             broker,
             port,
+            ingress_ops_port: free_port(),
             consumer_ops_port: free_port(),
             env,
             api: Api::new(format!("http://127.0.0.1:{port}"), http),
@@ -106,6 +109,10 @@ impl World {
             )
             .env("COUPON_ENV", "development")
             .env("INGRESS_LISTEN", format!("127.0.0.1:{}", self.port))
+            .env(
+                "INGRESS_OPS_LISTEN",
+                format!("127.0.0.1:{}", self.ingress_ops_port),
+            )
             .env("REDIS_URL", self.redis.url())
             .env("REDIS_KEY_PREFIX", &self.fixture.redis_prefix)
             .env("REDIS_TIMEOUT_MS", "1000")

@@ -8,17 +8,45 @@ use super::{AuthError, Expectations, KeyError, Principal, Verifier, bearer};
 /// The verifier in use, and where a newer key set comes from: the JWKS file is read again when
 /// a token names a key id the current set lacks (a rotation), at most once per `min_interval`
 /// and by one request at a time, so a flood of unknown key ids costs one read per interval.
+/// No lock is held across a read: while one is under way, other callers go on with the keys in
+/// use instead of queueing behind it.
 pub struct Keys {
     current: std::sync::RwLock<std::sync::Arc<Verifier>>,
     source: Option<Source>,
     expect: Expectations,
-    last_refresh: tokio::sync::Mutex<Option<std::time::Instant>>,
+    /// When the last read started; `None` before the first.
+    last_refresh: std::sync::Mutex<Option<std::time::Instant>>,
+    /// Whether a read is under way.
+    refreshing: std::sync::atomic::AtomicBool,
     min_interval: std::time::Duration,
     /// Key set reads after start-up.
     pub refreshes: std::sync::atomic::AtomicU64,
 }
 
 impl Keys {
+    /// The key source the settings name: a JWKS file or URL, else the HS256 secret.
+    pub async fn load(config: &crate::Config) -> anyhow::Result<Keys> {
+        use anyhow::Context as _;
+        let expect = config.token_expectations();
+        if config.common.profile.is_production()
+            && expect.roles.service_tokens == super::ServiceTokens::Refused
+        {
+            tracing::warn!(
+                "JWT_SERVICE_AUDIENCE is not set: no token is accepted as the order service, so redeem and refund answer 403"
+            );
+        }
+        let min_interval = std::time::Duration::from_millis(config.jwks_refresh_min_interval_ms);
+        Ok(match (&config.jwks_file, &config.jwks_url) {
+            (Some(path), _) => {
+                Keys::jwks_file(path, expect, min_interval).context("loading JWT_JWKS_FILE")?
+            }
+            (None, Some(url)) => Keys::jwks_url(url, expect, min_interval)
+                .await
+                .context("loading JWT_JWKS_URL")?,
+            (None, None) => Keys::hs256(config.hs256_secret().as_bytes(), expect),
+        })
+    }
+
     /// Development mode: one HS256 secret, nothing to refresh.
     pub fn hs256(secret: &[u8], expect: Expectations) -> Keys {
         Keys::with(
@@ -67,7 +95,8 @@ impl Keys {
             current: std::sync::RwLock::new(std::sync::Arc::new(verifier)),
             source,
             expect,
-            last_refresh: tokio::sync::Mutex::new(None),
+            last_refresh: std::sync::Mutex::new(None),
+            refreshing: std::sync::atomic::AtomicBool::new(false),
             min_interval,
             refreshes: Default::default(),
         }
@@ -93,17 +122,26 @@ impl Keys {
         }
     }
 
-    /// Re-reads the key set unless that happened within `min_interval`. One at a time: callers
-    /// arriving meanwhile wait for it, then use whatever it loaded.
+    /// Re-reads the key set unless that happened within `min_interval` or another read is under
+    /// way (then the caller goes on with the keys in use).
     pub async fn refresh(&self) {
+        use std::sync::atomic::Ordering;
         let Some(source) = &self.source else { return };
-        let mut last = self.last_refresh.lock().await;
-        if last.is_some_and(|at| at.elapsed() < self.min_interval) {
-            return;
+        {
+            let mut last = match self.last_refresh.lock() {
+                Ok(guard) => guard,
+                Err(poisoned) => poisoned.into_inner(),
+            };
+            if last.is_some_and(|at| at.elapsed() < self.min_interval)
+                || self.refreshing.swap(true, Ordering::AcqRel)
+            {
+                return;
+            }
+            *last = Some(std::time::Instant::now());
         }
-        *last = Some(std::time::Instant::now());
-        self.refreshes
-            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        // Cleared however this ends, also when the waiting request is dropped mid-read.
+        let _under_way = Flag(&self.refreshing);
+        self.refreshes.fetch_add(1, Ordering::Relaxed);
         let loaded = match source.load().await {
             Ok(document) => Verifier::from_jwks(&document, &self.expect),
             Err(e) => Err(e),
@@ -126,6 +164,15 @@ impl Keys {
     /// Whether the keys come from a URL (and so are loaded again periodically, see `App::build`).
     pub fn from_url(&self) -> bool {
         matches!(self.source, Some(Source::Url { .. }))
+    }
+}
+
+/// Clears a flag when dropped.
+struct Flag<'a>(&'a std::sync::atomic::AtomicBool);
+
+impl Drop for Flag<'_> {
+    fn drop(&mut self) {
+        self.0.store(false, std::sync::atomic::Ordering::Release);
     }
 }
 

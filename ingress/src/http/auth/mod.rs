@@ -2,27 +2,43 @@
 //! keys from a JWKS in production. The accepted algorithm is tied to the configured key, so a
 //! token cannot choose a weaker one (`none` and HS/RS confusion are refused).
 //!
-//! [`Verifier`] checks a token against a key set in memory. [`Keys`] (in `keys`) holds the
-//! verifier in use and reloads the key set from its file or URL: at start, periodically (URL),
-//! and when a token names an unknown key id. That reload is the one network call a request
-//! can wait on (URL mode, once per minimum interval, single flight).
+//! [`Verifier`] checks a token against a key set in memory and says who calls: an end user, an
+//! operator (`admin`) or the order service (`service`), from a configurable role claim. [`Keys`]
+//! (in `keys`) holds the verifier in use and reloads the key set from its file or URL: at start,
+//! periodically (URL), and when a token names an unknown key id. That reload is the one network
+//! call a request can wait on (URL mode, once per minimum interval, single flight); `jwk` reads a
+//! key set one key at a time.
 
+mod claims;
+mod jwk;
 mod keys;
 
+use claims::Claims;
+pub use claims::{Expectations, Roles, ServiceTokens};
 pub use keys::{Keys, jwks_url_is_allowed};
 
 use std::collections::HashMap;
 use std::path::Path;
 
-use jsonwebtoken::jwk::{AlgorithmParameters, EllipticCurve, JwkSet};
 use jsonwebtoken::{Algorithm, DecodingKey, Validation};
 use schema::ids::UserId;
+
+/// What a verified caller may do.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Role {
+    /// An end user (the phone): issuance, status, their coupons.
+    User,
+    /// An operator: the `/v1/admin` routes.
+    Admin,
+    /// The order service: redeem and refund, for any user.
+    Service,
+}
 
 /// Who is calling, once the token checked out.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Principal {
     pub user: UserId,
-    pub admin: bool,
+    pub role: Role,
 }
 
 /// Why a token was refused. Shown to the caller as 401 with this text; never contains the token.
@@ -56,9 +72,7 @@ pub enum KeyError {
     Fetch(String),
     #[error("the JWKS is not a JSON Web Key Set: {0}")]
     Parse(#[from] serde_json::Error),
-    #[error("JWKS key {index} is unusable: {reason}")]
-    Key { index: usize, reason: String },
-    #[error("the JWKS holds no RS256 or ES256 key")]
+    #[error("the JWKS holds no usable RS256 or ES256 signing key")]
     Empty,
 }
 
@@ -70,26 +84,6 @@ fn bearer(header: Option<&[u8]>) -> Result<&str, AuthError> {
         .ok_or(AuthError::Missing)?;
     let token = std::str::from_utf8(token).map_err(|_| AuthError::Malformed)?;
     Ok(token.trim())
-}
-
-#[derive(serde::Deserialize)]
-struct Claims {
-    sub: String,
-    #[serde(default)]
-    role: Option<String>,
-    #[serde(default)]
-    iat: Option<u64>,
-}
-
-/// What every token must carry beyond a valid signature, `exp` and `sub`.
-#[derive(Debug, Clone, Default)]
-pub struct Expectations {
-    /// Clock skew tolerated on `exp`, `nbf` and `iat`, in seconds (at most 30).
-    pub leeway_secs: u64,
-    /// When set, `iss` is required and must equal it.
-    pub issuer: Option<String>,
-    /// When set, `aud` is required and must contain it.
-    pub audience: Option<String>,
 }
 
 /// A verification key and the one algorithm it accepts.
@@ -105,7 +99,7 @@ pub struct Verifier {
     keys: HashMap<String, Key>,
     /// Development mode has one secret and no key ids: a token's `kid` is then ignored.
     ignore_kid: bool,
-    leeway_secs: u64,
+    expect: Expectations,
 }
 
 impl Verifier {
@@ -115,7 +109,7 @@ impl Verifier {
         Verifier {
             keys: HashMap::from([(String::new(), key)]),
             ignore_kid: true,
-            leeway_secs: expect.leeway_secs,
+            expect: expect.clone(),
         }
     }
 
@@ -124,34 +118,17 @@ impl Verifier {
         Self::from_jwks(&std::fs::read(path)?, expect)
     }
 
-    /// Production mode: the RSA (RS256) and P-256 (ES256) keys of a JWKS document.
+    /// Production mode: the RSA (RS256, at least 2048 bits) and P-256 (ES256) signing keys of a
+    /// JWKS document; keys we cannot use are skipped.
     pub fn from_jwks(document: &[u8], expect: &Expectations) -> Result<Self, KeyError> {
-        let set: JwkSet = serde_json::from_slice(document)?;
-        let mut keys = HashMap::new();
-        for (index, jwk) in set.keys.iter().enumerate() {
-            let algorithm = match &jwk.algorithm {
-                AlgorithmParameters::RSA(_) => Algorithm::RS256,
-                AlgorithmParameters::EllipticCurve(ec) if ec.curve == EllipticCurve::P256 => {
-                    Algorithm::ES256
-                }
-                // Symmetric and other curves are not accepted from a key set: skipping them
-                // keeps HS/RS confusion impossible.
-                _ => continue,
-            };
-            let decoding = DecodingKey::from_jwk(jwk).map_err(|e| KeyError::Key {
-                index,
-                reason: e.to_string(),
-            })?;
-            let kid = jwk.common.key_id.clone().unwrap_or_default();
-            keys.insert(kid, Key::new(algorithm, decoding, expect));
-        }
-        if keys.is_empty() {
-            return Err(KeyError::Empty);
-        }
+        let keys = jwk::usable_keys(document)?
+            .into_iter()
+            .map(|key| (key.kid, Key::new(key.algorithm, key.decoding, expect)))
+            .collect();
         Ok(Verifier {
             keys,
             ignore_kid: false,
-            leeway_secs: expect.leeway_secs,
+            expect: expect.clone(),
         })
     }
 
@@ -194,15 +171,11 @@ impl Verifier {
         if data
             .claims
             .iat
-            .is_some_and(|iat| iat > now + self.leeway_secs)
+            .is_some_and(|iat| iat > now + self.expect.leeway_secs)
         {
             return Err(AuthError::IssuedInFuture);
         }
-        let user = UserId::parse(&data.claims.sub).map_err(|_| AuthError::Claims)?;
-        Ok(Principal {
-            user,
-            admin: data.claims.role.as_deref() == Some("admin"),
-        })
+        self.expect.principal(data.claims)
     }
 }
 
@@ -217,8 +190,9 @@ impl Key {
             validation.set_issuer(&[issuer]);
             required.push("iss");
         }
-        if let Some(audience) = &expect.audience {
-            validation.set_audience(&[audience]);
+        let audiences = expect.audiences();
+        if !audiences.is_empty() {
+            validation.set_audience(&audiences);
             validation.validate_aud = true;
             required.push("aud");
         }
@@ -283,7 +257,7 @@ mod tests {
         );
         let p = v.verify(&t).expect("valid");
         assert_eq!(p.user.as_str(), "u1");
-        assert!(p.admin);
+        assert_eq!(p.role, Role::Admin);
     }
 
     #[test]
@@ -331,6 +305,89 @@ mod tests {
         assert_eq!(v.verify("garbage"), Err(AuthError::Malformed));
         assert_eq!(v.verify_header(None), Err(AuthError::Missing));
         assert_eq!(v.verify_header(Some(b"Basic abc")), Err(AuthError::Missing));
+    }
+
+    fn production(service_tokens: ServiceTokens) -> Expectations {
+        Expectations {
+            leeway_secs: 5,
+            issuer: Some("https://idp.example".to_owned()),
+            audience: Some("coupons".to_owned()),
+            roles: Roles {
+                service_tokens,
+                ..Roles::default()
+            },
+        }
+    }
+
+    fn claims(sub: &str, role: serde_json::Value, aud: serde_json::Value) -> serde_json::Value {
+        serde_json::json!({"sub": sub, "role": role, "aud": aud,
+            "iss": "https://idp.example", "exp": now() + 60})
+    }
+
+    #[test]
+    fn the_order_service_needs_its_role_and_in_production_its_audience() {
+        let secret = b"0123456789abcdef0123456789abcdef";
+        let expect = production(ServiceTokens::ByRoleAndAudience("orders".to_owned()));
+        let v = Verifier::hs256(secret, &expect);
+        let role = |c: serde_json::Value| {
+            v.verify(&token(Algorithm::HS256, secret, c))
+                .map(|p| p.role)
+        };
+        assert_eq!(
+            role(claims("svc", "service".into(), "orders".into())),
+            Ok(Role::Service)
+        );
+        // A user's token claiming the role, without the service audience: only a user.
+        assert_eq!(
+            role(claims("u", "service".into(), "coupons".into())),
+            Ok(Role::User)
+        );
+        // The service audience alone opens no user or operator route.
+        assert_eq!(
+            role(claims("u", "admin".into(), "orders".into())),
+            Err(AuthError::Audience)
+        );
+        assert_eq!(
+            role(claims("u", "admin".into(), "coupons".into())),
+            Ok(Role::Admin)
+        );
+        // Another app's audience at the same identity provider: refused, admin or not.
+        assert_eq!(
+            role(claims("u", "admin".into(), "crm".into())),
+            Err(AuthError::Audience)
+        );
+        // Roles as arrays (groups), and a custom claim name.
+        assert_eq!(
+            role(claims(
+                "u",
+                serde_json::json!(["x", "admin"]),
+                serde_json::json!(["coupons"])
+            )),
+            Ok(Role::Admin)
+        );
+        let mut custom = production(ServiceTokens::Refused);
+        custom.roles.claim = "groups".to_owned();
+        custom.roles.admin = "coupon-operators".to_owned();
+        let v = Verifier::hs256(secret, &custom);
+        let mut c = claims("u", "admin".into(), "coupons".into());
+        assert_eq!(
+            v.verify(&token(Algorithm::HS256, secret, c.clone()))
+                .map(|p| p.role),
+            Ok(Role::User)
+        );
+        c["groups"] = serde_json::json!(["coupon-operators"]);
+        assert_eq!(
+            v.verify(&token(Algorithm::HS256, secret, c))
+                .map(|p| p.role),
+            Ok(Role::Admin)
+        );
+        // Without a service audience in production, no token is the order service.
+        let c = claims("svc", "service".into(), "coupons".into());
+        assert_eq!(
+            v.verify(&token(Algorithm::HS256, secret, c))
+                .map(|p| p.role),
+            Ok(Role::User)
+        );
     }
 
     proptest::proptest! {
