@@ -1,9 +1,9 @@
 # syntax=docker/dockerfile:1.7
 #
 # Images of the coupon pipeline. One build stage compiles the three binaries; the runtime stages
-# copy them onto debian:bookworm-slim (glibc, zlib and CA certificates are all they need: the
-# bundled librdkafka is built without TLS, SASL or zstd, Redis and PostgreSQL connect in
-# plain text).
+# copy them onto debian:bookworm-slim (glibc, zlib, OpenSSL's libssl3 and CA certificates are
+# all they need: the bundled librdkafka uses the system OpenSSL for TLS and SASL/SCRAM to Kafka,
+# and has no zstd).
 #
 #   docker build -t coupon-issuance .                      # all three binaries (the chart's default)
 #   docker build --target ingress  -t coupon-ingress .     # coupon-ingress + couponctl
@@ -19,8 +19,8 @@ ARG RUNTIME_IMAGE=debian:bookworm-slim
 
 FROM ${RUST_IMAGE} AS build
 WORKDIR /src
-# rust:*-bookworm already has gcc, make, perl, pkg-config and zlib1g-dev, which is what the
-# bundled librdkafka build (configure + make) and libz-sys need.
+# rust:*-bookworm already has gcc, make, perl, pkg-config, zlib1g-dev and libssl-dev, which is
+# what the bundled librdkafka build (configure + make), libz-sys and openssl-sys need.
 COPY . .
 RUN --mount=type=cache,target=/usr/local/cargo/registry,sharing=locked \
     --mount=type=cache,target=/usr/local/cargo/git,sharing=locked \
@@ -31,7 +31,7 @@ RUN --mount=type=cache,target=/usr/local/cargo/registry,sharing=locked \
 
 FROM ${RUNTIME_IMAGE} AS runtime
 RUN apt-get update \
- && apt-get install -y --no-install-recommends ca-certificates \
+ && apt-get install -y --no-install-recommends ca-certificates libssl3 \
  && rm -rf /var/lib/apt/lists/* \
  && groupadd --system --gid 10001 coupon \
  && useradd --system --uid 10001 --gid 10001 --no-create-home --home-dir /nonexistent \

@@ -13,7 +13,7 @@ kustomization that grows a new feature fails loudly here instead of building dif
 - patches: `path:` to a strategic-merge patch naming its target by kind and metadata.name;
   maps merge, lists of maps with a `name` merge by name, other lists are replaced
 
-`kubectl kustomize DIR` builds the same objects (order may differ).
+`kubectl kustomize DIR` builds the same objects (order may differ; dev/check-deploy compares).
 
     python3 deploy/kustomize.py k8s/overlays/production > production.yaml
 """
@@ -125,8 +125,10 @@ GENERATED = "coupon.build/generated-by"  # internal marker, removed by finish()
 
 def config_map_hash(cm: dict) -> str:
     """kustomize's suffix: sha256 of the JSON {data, kind, name}, first 10 hex digits, with
-    0, 1, 3, a, e mapped to g, h, k, m, t (so the suffix never looks like a number)."""
-    encoded = json.dumps({"data": cm.get("data", {}), "kind": "ConfigMap", "name": cm["metadata"]["name"]},
+    0, 1, 3, a, e mapped to g, h, k, m, t (so the suffix never looks like a number). The name
+    is hashed empty, as kustomize's generators do: the suffix depends on the data only
+    (kustomize v5.5 gives the same suffixes; dev/check-deploy compares when kubectl is here)."""
+    encoded = json.dumps({"data": cm.get("data", {}), "kind": "ConfigMap", "name": ""},
                          sort_keys=True, separators=(",", ":"), ensure_ascii=False)
     encoded = encoded.replace("<", "\\u003c").replace(">", "\\u003e").replace("&", "\\u0026")
     digest = hashlib.sha256(encoded.encode()).hexdigest()[:10]

@@ -8,7 +8,8 @@ mkdir -p "$STATE"
 export REDIS_URL=${REDIS_URL:-redis://127.0.0.1:6379/0}
 export KAFKA_BROKERS=${KAFKA_BROKERS:-127.0.0.1:9092}
 export PGHOST=${PGHOST:-127.0.0.1} PGPORT=${PGPORT:-5432} PGUSER=${PGUSER:-postgres}
-export DATABASE_URL=${DATABASE_URL:-postgres://postgres@127.0.0.1:5432/coupon}
+# The local server is plaintext: said explicitly (with no sslmode, production means verify-full).
+export DATABASE_URL=${DATABASE_URL:-postgres://postgres@127.0.0.1:5432/coupon?sslmode=disable}
 export JWT_HS256_SECRET=${JWT_HS256_SECRET:-dev-secret}
 # The binaries default to the production profile, which refuses the development secret and
 # tokens without issuer and audience; the local stack is the explicit development choice.
@@ -77,6 +78,18 @@ ensure_kafka() {
     --advertised-listener-url tcp://127.0.0.1:9092 >"$STATE/tansu.log" 2>&1 &
   echo $! >"$STATE/tansu.pid"
   wait_port 9092 20 tansu
+}
+
+# A Tansu with durable (SQLite) storage, for the SCRAM tests: users outlive a restart only
+# there (testkit/src/broker_tls.rs). Built once from crates.io (long: tens of minutes on two
+# cores) and cached as ~/.cargo/bin/tansu-sqlite; later runs find it at once.
+ensure_tansu_sqlite() {
+  local cached="${CARGO_HOME:-$HOME/.cargo}/bin/tansu-sqlite"
+  [ -n "${TANSU_SQLITE_BIN:-}" ] && [ -x "$TANSU_SQLITE_BIN" ] && return 0
+  [ -x "$cached" ] && return 0
+  log "building tansu with SQLite storage for the SCRAM tests (once; cached as $cached)"
+  cargo install --quiet tansu --version 0.6.0 --locked --features libsql --root "$STATE/tansu-sqlite"
+  cp "$STATE/tansu-sqlite/bin/tansu" "$cached"
 }
 
 ensure_services() {

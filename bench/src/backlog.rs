@@ -34,15 +34,19 @@ pub struct Args {
     topic: String,
 }
 
-pub async fn run(args: Args) -> anyhow::Result<()> {
+pub async fn run(args: Args, profile: service::Profile) -> anyhow::Result<()> {
     let campaign: CampaignId = args.campaign.parse().context("--campaign")?;
-    let keys = service::event_keys::load(&args.postgres)
+    let keys = service::event_keys::load(&args.postgres.clone().in_profile(profile))
         .await
         .context("reading the event keys from DATABASE_URL")?;
     anyhow::ensure!(
         keys.signing_key(Instant::now()).is_some(),
         "no active event key in DATABASE_URL (couponctl event-keys list)"
     );
+    // A refused certificate or password is named here rather than as message timeouts.
+    args.kafka
+        .check("coupon-bench-backlog", None, Duration::from_secs(10))
+        .await?;
     let producer: FutureProducer = args
         .kafka
         .producer("coupon-bench-backlog")

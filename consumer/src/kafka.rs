@@ -1,11 +1,15 @@
-//! The consumer's librdkafka context: statistics become the lag gauges, and the first
-//! rebalance marks the consumer as a member of its group (what `/readyz` waits for).
+//! The consumer's librdkafka context: statistics become the lag gauges, the first
+//! rebalance marks the consumer as a member of its group (what `/readyz` waits for), and the
+//! client's errors (a refused certificate or password) are logged and the last one kept for
+//! `/readyz` to name.
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 
 use rdkafka::client::ClientContext;
+use rdkafka::config::RDKafkaLogLevel;
 use rdkafka::consumer::{BaseConsumer, ConsumerContext, Rebalance};
+use rdkafka::error::KafkaError;
 use rdkafka::statistics::Statistics;
 
 use crate::metrics::Metrics;
@@ -15,6 +19,8 @@ pub struct Context {
     pub metrics: Arc<Metrics>,
     /// Set by the first assignment; the consumer is ready from then on.
     pub joined: AtomicBool,
+    /// What librdkafka last reported about the brokers.
+    pub errors: service::kafka::BrokerErrors,
 }
 
 impl Context {
@@ -22,6 +28,7 @@ impl Context {
         Context {
             metrics,
             joined: AtomicBool::new(false),
+            errors: Default::default(),
         }
     }
 }
@@ -29,6 +36,14 @@ impl Context {
 impl ClientContext for Context {
     fn stats(&self, statistics: Statistics) {
         self.metrics.record_lag(&statistics);
+    }
+
+    fn log(&self, level: RDKafkaLogLevel, facility: &str, message: &str) {
+        self.errors.record_log(level, facility, message);
+    }
+
+    fn error(&self, error: KafkaError, reason: &str) {
+        self.errors.record(&error, reason);
     }
 }
 

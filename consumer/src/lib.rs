@@ -91,13 +91,14 @@ impl Persister {
         let consumer = subscribe(&config, Context::new(metrics.clone()))?;
         let dead_letters = DeadLetters::new(&config.kafka, &config.topic_dead_letter)
             .context("creating the dead-letter producer")?;
-        let pool = config
-            .postgres
+        // PostgreSQL's default sslmode follows the profile (COUPON_ENV).
+        let postgres = config.postgres.clone().in_profile(config.common.profile);
+        let pool = postgres
             .pool(config.database_pool_size)
             .context("DATABASE_URL")?;
         let effects = Effects::build(&config, pool.clone(), metrics.clone())?;
         let keys = Arc::new(EventKeys::new(
-            config.postgres.clone(),
+            postgres,
             Duration::from_millis(config.event_keys.refresh_ms),
         ));
         Ok(Persister {
@@ -365,8 +366,15 @@ impl service::ops::Probe for Probe {
         if self.stopping.load(Ordering::SeqCst) {
             return Err("shutting down".to_owned());
         }
-        if !self.consumer.context().joined.load(Ordering::SeqCst) {
-            return Err("not yet a member of the consumer group".to_owned());
+        let context = self.consumer.context();
+        if !context.joined.load(Ordering::SeqCst) {
+            return Err(match context.errors.last() {
+                // A refused certificate or password: the group is never joined, say why.
+                Some(cause) => format!(
+                    "not yet a member of the consumer group; KAFKA_BROKERS last said: {cause}"
+                ),
+                None => "not yet a member of the consumer group".to_owned(),
+            });
         }
         Ok(())
     }

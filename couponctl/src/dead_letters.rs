@@ -47,9 +47,10 @@ enum Action {
     },
 }
 
-pub async fn run(args: Args) -> anyhow::Result<()> {
+pub async fn run(args: Args, profile: service::Profile) -> anyhow::Result<()> {
+    let postgres = args.postgres.clone().in_profile(profile);
     let db = || async {
-        args.postgres
+        postgres
             .connect()
             .await
             .context("connecting to DATABASE_URL")

@@ -56,9 +56,11 @@ enum Action {
     },
 }
 
-pub async fn run(args: Args) -> anyhow::Result<()> {
+pub async fn run(args: Args, profile: service::Profile) -> anyhow::Result<()> {
     let mut db = args
         .postgres
+        .clone()
+        .in_profile(profile)
         .connect()
         .await
         .context("connecting to DATABASE_URL")?;

@@ -12,12 +12,12 @@ pub struct Args {
     create_database: bool,
 }
 
-pub async fn run(args: Args) -> anyhow::Result<()> {
+pub async fn run(args: Args, profile: service::Profile) -> anyhow::Result<()> {
+    let postgres = args.postgres.in_profile(profile);
     if args.create_database {
-        create_database(&args.postgres).await?;
+        create_database(&postgres).await?;
     }
-    let mut client = args
-        .postgres
+    let mut client = postgres
         .connect()
         .await
         .context("connecting to DATABASE_URL")?;
@@ -32,8 +32,9 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
 }
 
 async fn create_database(ledger: &service::PostgresArgs) -> anyhow::Result<()> {
-    let config: tokio_postgres::Config = ledger.url.parse().context("DATABASE_URL")?;
-    let name = config
+    let settings = ledger.settings()?;
+    let name = settings
+        .config
         .get_dbname()
         .context("DATABASE_URL names no database")?
         .to_owned();

@@ -30,14 +30,20 @@ pub struct Args {
     topic_requested: String,
 }
 
-pub async fn run(args: Args) -> anyhow::Result<()> {
+pub async fn run(args: Args, profile: service::Profile) -> anyhow::Result<()> {
     let db = args
         .postgres
+        .clone()
+        .in_profile(profile)
         .connect()
         .await
         .context("connecting to DATABASE_URL")?;
     let gate = Gate::connect(
-        &args.redis.url,
+        &gate::Endpoint {
+            url: args.redis.url.clone(),
+            ca_file: args.redis.ca_file.clone(),
+            cluster: args.redis.cluster,
+        },
         &args.redis.key_prefix,
         Duration::from_secs(5),
         Duration::from_secs(7),
@@ -99,6 +105,10 @@ async fn repair(
 
 /// Records on the topic the consumer group has not committed yet, over all partitions.
 async fn consumer_lag(args: &Args) -> anyhow::Result<i64> {
+    // A refused certificate or password is named here rather than as a timeout below.
+    args.kafka
+        .check("couponctl-verify", None, Duration::from_secs(10))
+        .await?;
     let reader: BaseConsumer = args
         .kafka
         .reader("couponctl-verify", &args.group_id)

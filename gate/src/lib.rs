@@ -9,10 +9,13 @@
 //! - [`rules`]: the reservation rules as pure logic, which `reserve.lua` implements;
 //! - `keys`: the keys of one campaign; `reads`: figures, admissions, journal size; `seeding`:
 //!   seeding, re-seeding from the ledger, counters;
-//! - [`reconcile`]: gate against ledger, per campaign: breaches and repair.
+//! - [`reconcile`]: gate against ledger, per campaign: breaches and repair;
+//! - `connection`: one server or a Redis Cluster, plaintext or TLS ([`Endpoint`]), and the
+//!   script calls.
 //!
 //! All keys of one campaign share the hash tag `{c:<campaign id>}`, so each script touches a single
-//! Redis Cluster slot. Scripts are sent by SHA and reloaded by the client on `NOSCRIPT`.
+//! Redis Cluster slot, and every command the gate sends routes by a campaign key. Scripts are sent
+//! by SHA; on `NOSCRIPT` the gate loads the script on the node owning the slot and retries.
 //!
 //! **Invariant:** a request is admitted only by `reserve.lua`, which checks window, per-user
 //! limit and stock and records the admission and its journal entry in the same atomic call.
@@ -24,13 +27,16 @@
 
 use std::time::Duration;
 
-use redis::aio::{ConnectionManager, ConnectionManagerConfig};
 use schema::ids::{CampaignId, IssuanceId, UserId};
 use schema::proto::IssuanceRequested;
 use uuid::Uuid;
 
+use crate::connection::{Conn, Lua};
 use crate::keys::Keys;
 
+pub use crate::connection::Endpoint;
+
+mod connection;
 mod keys;
 mod reads;
 pub mod reconcile;
@@ -123,49 +129,51 @@ pub struct Figures {
 pub enum GateError {
     #[error("redis: {0}")]
     Redis(#[from] redis::RedisError),
+    /// Settings that cannot work together, named (never their values).
+    #[error("{0}")]
+    Config(String),
     #[error("unexpected reply from the gate script: {0}")]
     Protocol(String),
 }
 
-/// Handle to the gate. Cheap to clone: one multiplexed, self-reconnecting connection.
+/// Handle to the gate. Cheap to clone: one multiplexed, self-reconnecting connection (to one
+/// server, or to every master of a cluster).
 #[derive(Clone)]
 pub struct Gate {
-    conn: ConnectionManager,
+    conn: Conn,
     prefix: String,
     /// How long after admission an unconfirmed reservation is rolled forward.
     journal_deadline_ms: u64,
-    reserve: std::sync::Arc<redis::Script>,
-    release: std::sync::Arc<redis::Script>,
-    claim: std::sync::Arc<redis::Script>,
-    adjust: std::sync::Arc<redis::Script>,
+    reserve: std::sync::Arc<Lua>,
+    release: std::sync::Arc<Lua>,
+    claim: std::sync::Arc<Lua>,
+    adjust: std::sync::Arc<Lua>,
 }
 
 impl Gate {
+    /// Connects to the gate's Redis (every node of a cluster) and loads the scripts. Fails
+    /// when the settings do not fit together, a server is unreachable or its certificate does
+    /// not verify: never a fallback to plaintext. `timeout` bounds connecting and each command.
     pub async fn connect(
-        url: &str,
+        endpoint: &Endpoint,
         prefix: &str,
         timeout: Duration,
         journal_deadline: Duration,
     ) -> Result<Self, GateError> {
-        let client = redis::Client::open(url)?;
-        let config = ConnectionManagerConfig::new()
-            .set_connection_timeout(Some(timeout))
-            .set_response_timeout(Some(timeout))
-            .set_number_of_retries(2);
-        let conn = ConnectionManager::new_with_config(client, config).await?;
+        let conn = Conn::open(endpoint, timeout).await?;
         let gate = Gate {
             conn,
             prefix: prefix.to_owned(),
             journal_deadline_ms: journal_deadline.as_millis() as u64,
-            reserve: std::sync::Arc::new(redis::Script::new(include_str!("lua/reserve.lua"))),
-            release: std::sync::Arc::new(redis::Script::new(include_str!("lua/release.lua"))),
-            claim: std::sync::Arc::new(redis::Script::new(include_str!("lua/claim.lua"))),
-            adjust: std::sync::Arc::new(redis::Script::new(include_str!("lua/adjust.lua"))),
+            reserve: std::sync::Arc::new(Lua::new(include_str!("lua/reserve.lua"))),
+            release: std::sync::Arc::new(Lua::new(include_str!("lua/release.lua"))),
+            claim: std::sync::Arc::new(Lua::new(include_str!("lua/claim.lua"))),
+            adjust: std::sync::Arc::new(Lua::new(include_str!("lua/adjust.lua"))),
         };
         // Load the scripts up front so the first burst does not pay for it.
         let mut conn = gate.conn.clone();
         for script in [&gate.reserve, &gate.release, &gate.claim] {
-            script.prepare_invoke().load_async(&mut conn).await?;
+            script.load(&mut conn).await?;
         }
         Ok(gate)
     }
@@ -181,15 +189,17 @@ impl Gate {
         let mut conn = self.conn.clone();
         let (outcome, id, seq, now): (String, String, i64, i64) = self
             .reserve
-            .key(&keys.meta)
-            .key(&keys.holders)
-            .key(&keys.slots)
-            .key(&keys.admissions)
-            .key(&keys.journal)
+            .keys(&[
+                &keys.meta,
+                &keys.holders,
+                &keys.slots,
+                &keys.admissions,
+                &keys.journal,
+            ])
             .arg(user.as_str())
             .arg(reservation.simple().to_string())
             .arg(self.journal_deadline_ms)
-            .invoke_async(&mut conn)
+            .invoke(&mut conn)
             .await?;
         Ok(match outcome.as_str() {
             "accepted" => Reservation::Accepted {
@@ -213,16 +223,18 @@ impl Gate {
         let mut conn = self.conn.clone();
         let released: i64 = self
             .release
-            .key(&keys.meta)
-            .key(&keys.holders)
-            .key(&keys.slots)
-            .key(&keys.admissions)
-            .key(&keys.journal)
-            .key(&keys.rolling)
-            .key(&keys.released)
+            .keys(&[
+                &keys.meta,
+                &keys.holders,
+                &keys.slots,
+                &keys.admissions,
+                &keys.journal,
+                &keys.rolling,
+                &keys.released,
+            ])
             .arg(issuance.reservation.simple().to_string())
             .arg(reason)
-            .invoke_async(&mut conn)
+            .invoke(&mut conn)
             .await?;
         Ok(released == 1)
     }
@@ -239,13 +251,13 @@ impl Gate {
         let mut conn = self.conn.clone();
         let known: i64 = self
             .adjust
-            .key(&keys.meta)
+            .keys(&[&keys.meta])
             .arg(seed.total_stock)
             .arg(seed.per_user_limit)
             .arg(seed.starts_ms)
             .arg(seed.ends_ms)
             .arg(u8::from(closed))
-            .invoke_async(&mut conn)
+            .invoke(&mut conn)
             .await?;
         Ok(known == 1)
     }
@@ -262,12 +274,10 @@ impl Gate {
         let mut conn = self.conn.clone();
         let flat: Vec<String> = self
             .claim
-            .key(&keys.admissions)
-            .key(&keys.journal)
-            .key(&keys.rolling)
+            .keys(&[&keys.admissions, &keys.journal, &keys.rolling])
             .arg(hold.as_millis() as u64)
             .arg(max)
-            .invoke_async(&mut conn)
+            .invoke(&mut conn)
             .await?;
         flat.chunks(2)
             .map(|pair| match pair {

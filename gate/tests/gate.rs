@@ -1,4 +1,5 @@
-//! The gate on a real Redis: its Lua scripts against the pure reservation rules.
+//! The gate on a real Redis: its Lua scripts against the pure reservation rules, on one server
+//! and on a three-master Redis Cluster (plaintext and TLS); `managed`: TLS and the settings.
 
 #![allow(clippy::unwrap_used)] // a failed unwrap is a failed test
 
@@ -6,23 +7,39 @@ use std::collections::HashMap;
 use std::time::Duration;
 
 use gate::rules::{CampaignGate, Decision, Model};
-use gate::{Gate, Reservation, Seed};
+use gate::{Endpoint, Gate, Reservation, Seed};
 use schema::ids::{CampaignId, UserId};
 use time::OffsetDateTime;
 
-/// The gate script against the pure rules, on a real Redis: random request sequences over
-/// campaigns of random stock and limit must get exactly the decisions the model makes.
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn gate_script_matches_the_reservation_rules() {
-    let fixture = testkit::Fixture::new(1).await;
-    let gate = Gate::connect(
-        &testkit::redis_url(),
-        &fixture.redis_prefix,
+mod cluster;
+mod managed;
+
+pub async fn connect(endpoint: &Endpoint, prefix: &str) -> Result<Gate, gate::GateError> {
+    Gate::connect(
+        endpoint,
+        prefix,
         Duration::from_secs(2),
         Duration::from_secs(7),
     )
     .await
-    .unwrap();
+}
+
+/// The gate script against the pure rules, on the shared Redis.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn gate_script_matches_the_reservation_rules() {
+    let fixture = testkit::Fixture::new(1).await;
+    let endpoint = Endpoint {
+        url: testkit::redis_url(),
+        ..Endpoint::default()
+    };
+    let gate = connect(&endpoint, &fixture.redis_prefix).await.unwrap();
+    script_matches_the_rules(&gate).await;
+}
+
+/// Random request sequences over campaigns of random stock and limit must get exactly the
+/// decisions the model makes. Returns the campaigns it seeded.
+pub async fn script_matches_the_rules(gate: &Gate) -> Vec<CampaignId> {
+    let mut campaigns = Vec::new();
     let mut seed = 0x9e37_79b9_7f4a_7c15_u64;
     let mut next = move |bound: u64| {
         seed ^= seed << 13;
@@ -35,6 +52,7 @@ async fn gate_script_matches_the_reservation_rules() {
         let stock = next(15) as u32;
         let limit = 1 + next(3) as u32;
         let campaign = CampaignId(uuid::Uuid::now_v7());
+        campaigns.push(campaign);
         let window = (now_ms - 60_000, now_ms + 3_600_000);
         gate.seed(
             &campaign,
@@ -90,4 +108,5 @@ async fn gate_script_matches_the_reservation_rules() {
         .await
         .unwrap();
     assert_eq!(got, Reservation::UnknownCampaign);
+    campaigns
 }

@@ -416,6 +416,15 @@ impl Config {
         Duration::from_millis(self.redis_timeout_ms)
     }
 
+    /// The gate's Redis: `REDIS_URL`, `REDIS_CA_FILE`, `REDIS_CLUSTER`.
+    pub fn redis_endpoint(&self) -> gate::Endpoint {
+        gate::Endpoint {
+            url: self.redis.url.clone(),
+            ca_file: self.redis.ca_file.clone(),
+            cluster: self.redis.cluster,
+        }
+    }
+
     /// How long after admission a reservation may stay unconfirmed before it is rolled forward:
     /// past it, the ingress that admitted it has certainly given up waiting for Kafka.
     pub fn journal_deadline(&self) -> Duration {

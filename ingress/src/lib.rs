@@ -74,8 +74,10 @@ impl App {
     pub async fn build(config: Config) -> anyhow::Result<Arc<App>> {
         service::tls::install();
         let keys = http::auth::Keys::load(&config).await?;
+        // PostgreSQL's default sslmode follows the profile (COUPON_ENV).
+        let postgres = config.postgres.clone().in_profile(config.common.profile);
         let gate = gate::Gate::connect(
-            &config.redis.url,
+            &config.redis_endpoint(),
             &config.redis.key_prefix,
             config.redis_timeout(),
             config.journal_deadline(),
@@ -84,8 +86,7 @@ impl App {
         .context("connecting to REDIS_URL")?;
         // Issuance answers 503 until the event keys are read (retried every second).
         let event_keys =
-            service::event_keys::EventKeys::start(config.postgres.clone(), &config.event_keys)
-                .await;
+            service::event_keys::EventKeys::start(postgres.clone(), &config.event_keys).await;
         let publisher = issue::publish::Publisher::new(
             &config.kafka,
             &config.topic_requested,
@@ -94,12 +95,15 @@ impl App {
             event_keys,
         )
         .context("creating the Kafka producer")?;
-        publisher
-            .check(Duration::from_secs(10))
+        // The error names what the brokers reported (a refused certificate or password), which
+        // the producer's own look-up would only see as a timeout.
+        let topic = Some(config.topic_requested.as_str());
+        config
+            .kafka
+            .check("coupon-ingress-check", topic, Duration::from_secs(10))
             .await
             .context("looking up TOPIC_ISSUANCE_REQUESTED on KAFKA_BROKERS")?;
-        let db = config
-            .postgres
+        let db = postgres
             .pool(config.database_pool_size)
             .context("DATABASE_URL")?;
         let lag = lag::Lag::new(

@@ -24,7 +24,8 @@ pub struct Readiness {
 }
 
 impl Default for Readiness {
-    /// Ready: `App::build` has just reached Redis and the topic.
+    /// Ready: `App::build` has just reached Redis and the topic; the first check runs as the
+    /// server starts.
     fn default() -> Self {
         Readiness {
             failure: Mutex::new(None),

@@ -4,9 +4,11 @@
 
 mod client;
 mod lag;
+mod report;
 
 pub use client::{ClientBuilder, GUARDED, KafkaArgs, PROPERTY_PREFIX, Properties};
 pub use lag::{behind, group_lag};
+pub use report::{BrokerErrors, KafkaFailure, Reporter};
 
 use std::collections::HashMap;
 use std::time::{Duration, Instant};
@@ -86,9 +88,21 @@ impl Record {
 
 /// Every record of `topic` from the start of each partition to its end (blocking; at most a
 /// minute). Partitions are assigned directly: `group` is never joined and nothing is committed.
-pub fn read_topic(kafka: &KafkaArgs, topic: &str, group: &str) -> Result<Vec<Record>, KafkaError> {
+/// A failure names the brokers and what they last reported (a refused certificate, say).
+pub fn read_topic(
+    kafka: &KafkaArgs,
+    topic: &str,
+    group: &str,
+) -> Result<Vec<Record>, KafkaFailure> {
+    let consumer: BaseConsumer<Reporter> = kafka
+        .reader("coupon-topic-reader", group)
+        .create_with_context(Reporter::default())
+        .map_err(|error| KafkaFailure::new(&kafka.brokers, error, None))?;
+    read_all(&consumer, topic).map_err(|error| kafka.failure(&consumer, error))
+}
+
+fn read_all(consumer: &BaseConsumer<Reporter>, topic: &str) -> Result<Vec<Record>, KafkaError> {
     let timeout = Duration::from_secs(10);
-    let consumer: BaseConsumer = kafka.reader("coupon-topic-reader", group).create()?;
     let metadata = consumer.fetch_metadata(Some(topic), timeout)?;
     let mut assignment = TopicPartitionList::new();
     let mut ends = HashMap::new();

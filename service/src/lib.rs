@@ -13,6 +13,7 @@
 //! - [`kafka`]: Kafka clients with the operator's librdkafka properties, a group's lag, the
 //!   headers every event carries, reading a topic back.
 //! - [`ops`]: `/healthz`, `/readyz` and `/metrics` for a process without an API listener.
+//! - [`postgres_tls`]: TLS to PostgreSQL after libpq's `sslmode` and `sslrootcert` (rustls).
 //! - [`shutdown`]: the SIGTERM signal.
 //! - [`tls`]: the rustls provider of the HTTP clients.
 
@@ -26,10 +27,11 @@ pub mod kafka;
 pub mod logging;
 pub mod metrics;
 pub mod ops;
+pub mod postgres_tls;
 pub mod shutdown;
 pub mod tls;
 pub mod tracing_context;
 
 pub use config::{Common, Profile, Validate};
-pub use connection::{PostgresArgs, RedisArgs};
+pub use connection::{PostgresArgs, PostgresError, RedisArgs};
 pub use kafka::KafkaArgs;

@@ -9,7 +9,7 @@ use std::time::{Duration, Instant};
 use futures_util::StreamExt;
 use serde_json::Value;
 
-use crate::{Api, token};
+use crate::Api;
 
 /// One answer the client saw.
 #[derive(Debug, Clone)]
@@ -52,7 +52,7 @@ impl Api {
         let sent = self
             .http
             .post(url)
-            .bearer_auth(token(&user, None, 3600))
+            .bearer_auth(self.token_for(&user, None))
             .send()
             .await;
         match sent {

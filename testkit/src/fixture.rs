@@ -6,7 +6,6 @@
 
 use std::time::Duration;
 
-use rdkafka::ClientConfig;
 use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
 use rdkafka::client::DefaultClientContext;
 use rdkafka::consumer::{BaseConsumer, Consumer};
@@ -41,6 +40,9 @@ pub struct Fixture {
     pub group: String,
     /// The Kafka bootstrap servers the topics live on.
     pub brokers: String,
+    /// The connection to them as the binaries make it (`brokers` and, for a secure broker, its
+    /// TLS and SASL properties).
+    pub kafka: service::KafkaArgs,
 }
 
 impl Fixture {
@@ -52,6 +54,11 @@ impl Fixture {
 
     /// As [`Fixture::new`], with the topics on the given brokers (a test's private broker).
     pub async fn on_brokers(partitions: i32, brokers: &str) -> Fixture {
+        Fixture::on_kafka(partitions, service::KafkaArgs::plain(brokers)).await
+    }
+
+    /// As [`Fixture::on_brokers`], connecting with `kafka`'s properties (a secure broker's).
+    pub async fn on_kafka(partitions: i32, kafka: service::KafkaArgs) -> Fixture {
         let id = uuid::Uuid::new_v4().simple().to_string()[..12].to_owned();
         let database = format!("coupon_test_{id}");
         let admin = connect(&database_admin_url()).await;
@@ -64,8 +71,9 @@ impl Fixture {
         let (mut client, connection) = config.connect(tokio_postgres::NoTls).await.unwrap();
         tokio::spawn(connection);
         schema::migrate::run(&mut client).await.unwrap();
+        // The shared local server is plaintext: said explicitly, as production verifies TLS.
         let database_url = format!(
-            "postgres://{}@{}:{}/{}",
+            "postgres://{}@{}:{}/{}?sslmode=disable",
             config.get_user().unwrap_or("postgres"),
             host_of(&config),
             config.get_ports().first().copied().unwrap_or(5432),
@@ -81,7 +89,8 @@ impl Fixture {
             database_url,
             database,
             id,
-            brokers: brokers.to_owned(),
+            brokers: kafka.brokers.clone(),
+            kafka,
         };
         fixture.create_topics(partitions).await;
         fixture
@@ -90,8 +99,8 @@ impl Fixture {
     /// Creates this test's topics on its brokers (again, after a memory-only broker restarted):
     /// `partitions` for the requested and issued topics, one for the others.
     pub async fn create_topics(&self, partitions: i32) {
-        create_topics(
-            &self.brokers,
+        create_topics_on(
+            &self.kafka,
             &[
                 (&self.topic, partitions),
                 (&self.dead_letter_topic, 1),
@@ -148,14 +157,9 @@ impl Fixture {
     /// Every record of a topic so far, from the start of each partition: key, payload and
     /// headers (name, value).
     pub async fn read_topic(&self, topic: &str) -> Vec<Record> {
-        let (topic, brokers) = (topic.to_owned(), self.brokers.clone());
+        let (topic, kafka) = (topic.to_owned(), self.kafka.clone());
         tokio::task::spawn_blocking(move || {
-            service::kafka::read_topic(
-                &service::KafkaArgs::plain(&brokers),
-                &topic,
-                "testkit-reader",
-            )
-            .unwrap()
+            service::kafka::read_topic(&kafka, &topic, "testkit-reader").unwrap()
         })
         .await
         .unwrap()
@@ -164,12 +168,9 @@ impl Fixture {
     /// Records in a topic so far (sum of the partitions' high watermarks).
     pub async fn topic_len(&self, topic: &str) -> i64 {
         let topic = topic.to_owned();
-        let brokers = self.brokers.clone();
+        let kafka = self.kafka.clone();
         tokio::task::spawn_blocking(move || {
-            let consumer: BaseConsumer = ClientConfig::new()
-                .set("bootstrap.servers", brokers)
-                .create()
-                .unwrap();
+            let consumer: BaseConsumer = kafka.client("testkit-topic-len").create().unwrap();
             let metadata = consumer
                 .fetch_metadata(Some(&topic), Duration::from_secs(5))
                 .unwrap();
@@ -201,7 +202,7 @@ impl Drop for Fixture {
             self.issued_topic.clone(),
             self.events_topic.clone(),
         ];
-        let brokers = self.brokers.clone();
+        let kafka = self.kafka.clone();
         // Drop runs inside the test's runtime, which cannot block: clean up on a thread of our own.
         let cleanup = std::thread::spawn(move || {
             let runtime = tokio::runtime::Builder::new_current_thread()
@@ -226,7 +227,7 @@ impl Drop for Fixture {
                             redis::cmd("DEL").arg(&keys).query_async(&mut conn).await;
                     }
                 }
-                delete_topics(&brokers, &topics).await;
+                delete_topics(&kafka, &topics).await;
             });
         });
         let _ = cleanup.join();
@@ -240,22 +241,32 @@ fn host_of(config: &tokio_postgres::Config) -> String {
     }
 }
 
+/// A connection as the binaries make it: the URL's `sslmode` and `sslrootcert` are honoured
+/// (a [`crate::pg_tls`] server's), plaintext when it names none (the development default).
 pub async fn connect(url: &str) -> tokio_postgres::Client {
-    let (client, connection) = tokio_postgres::connect(url, tokio_postgres::NoTls)
-        .await
-        .unwrap();
-    tokio::spawn(connection);
-    client
+    service::PostgresArgs {
+        url: url.to_owned(),
+        pool_wait_ms: 5_000,
+        sslmode: None,
+        sslrootcert: None,
+        profile: service::Profile::Development,
+    }
+    .connect()
+    .await
+    .unwrap()
 }
 
-fn admin_client(brokers: &str) -> AdminClient<DefaultClientContext> {
-    ClientConfig::new()
-        .set("bootstrap.servers", brokers)
-        .create()
-        .unwrap()
+fn admin_client(kafka: &service::KafkaArgs) -> AdminClient<DefaultClientContext> {
+    kafka.client("testkit-admin").create().unwrap()
 }
 
 pub async fn create_topics(brokers: &str, topics: &[(&str, i32)]) {
+    create_topics_on(&service::KafkaArgs::plain(brokers), topics).await;
+}
+
+/// Creates `topics` (name, partitions; one replica) through `kafka`.
+pub async fn create_topics_on(kafka: &service::KafkaArgs, topics: &[(&str, i32)]) {
+    let brokers = &kafka.brokers;
     let new: Vec<NewTopic<'_>> = topics
         .iter()
         .map(|(name, partitions)| NewTopic::new(name, *partitions, TopicReplication::Fixed(1)))
@@ -263,7 +274,7 @@ pub async fn create_topics(brokers: &str, topics: &[(&str, i32)]) {
     let options = AdminOptions::new()
         .operation_timeout(Some(Duration::from_secs(10)))
         .request_timeout(Some(Duration::from_secs(10)));
-    let results = admin_client(brokers)
+    let results = admin_client(kafka)
         .create_topics(&new, &options)
         .await
         .unwrap_or_else(|e| panic!("no Kafka broker at {brokers}? creating topics: {e}"));
@@ -276,9 +287,9 @@ pub async fn create_topics(brokers: &str, topics: &[(&str, i32)]) {
     }
 }
 
-async fn delete_topics(brokers: &str, topics: &[String]) {
+async fn delete_topics(kafka: &service::KafkaArgs, topics: &[String]) {
     let names: Vec<&str> = topics.iter().map(String::as_str).collect();
     let options = AdminOptions::new().operation_timeout(Some(Duration::from_secs(10)));
     // Best effort: a broker without topic deletion keeps them, named apart from everything else.
-    let _ = admin_client(brokers).delete_topics(&names, &options).await;
+    let _ = admin_client(kafka).delete_topics(&names, &options).await;
 }

@@ -10,7 +10,9 @@
 //!   speaks through, and [`burst`], many users at once.
 //! - [`procs`]: real processes (a private Redis and broker, the workspace's binaries), killed
 //!   when dropped; [`proxy`]: a TCP proxy that can take a server away; [`raw_kafka`]: one
-//!   record produced byte for byte (headers no client library would write).
+//!   record produced byte for byte (headers no client library would write); [`certs`]: a
+//!   throwaway certificate authority for the TLS tests.
+//! - [`broker_tls`]: a private broker reached as a managed Kafka is, over TLS and SCRAM.
 //! - [`world`]: [`World`], the whole pipeline as processes on services of its own, for the
 //!   suites that span processes and inject faults, with the invariant check they end on.
 //!
@@ -20,12 +22,16 @@
 #![allow(clippy::unwrap_used)] // a harness that cannot set up fails the test, as it should
 
 pub mod api;
+pub mod broker_tls;
 pub mod burst;
+pub mod certs;
 pub mod fixture;
 pub mod ledger;
+pub mod pg_tls;
 pub mod procs;
 pub mod proxy;
 pub mod raw_kafka;
+pub mod redis_servers;
 pub mod token;
 pub mod world;
 

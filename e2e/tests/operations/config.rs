@@ -100,6 +100,10 @@ fn help_documents_every_setting() {
                 "JWT_ROLE_CLAIM",
                 "JWT_SERVICE_AUDIENCE",
                 "EVENT_KEYS_REFRESH_MS",
+                "REDIS_CA_FILE",
+                "REDIS_CLUSTER",
+                "PGSSLMODE",
+                "PGSSLROOTCERT",
             ][..],
         ),
         (

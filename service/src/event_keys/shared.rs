@@ -167,7 +167,10 @@ impl EventKeys {
 
 /// One reading of the live keys on a new connection to `source`.
 pub async fn load(source: &PostgresArgs) -> Result<KeySet, LoadError> {
-    let client = source.connect().await?;
+    let client = source
+        .connect()
+        .await
+        .map_err(|e| LoadError(e.to_string()))?;
     Ok(read(&client).await?)
 }
 

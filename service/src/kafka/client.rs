@@ -9,7 +9,7 @@
 
 use rdkafka::ClientConfig;
 use rdkafka::client::ClientContext;
-use rdkafka::config::{FromClientConfig, FromClientConfigAndContext};
+use rdkafka::config::{FromClientConfig, FromClientConfigAndContext, RDKafkaLogLevel};
 use rdkafka::error::KafkaResult;
 
 /// Prefix of the environment variables passed through to librdkafka.
@@ -71,6 +71,12 @@ impl KafkaArgs {
         config
             .set("bootstrap.servers", &self.brokers)
             .set("client.id", client_id);
+        // At least librdkafka's informational lines, whatever the process logs: a broker that
+        // hangs up (plaintext to a TLS listener) is reported at that level only, and the
+        // reporting contexts keep it as the cause of a failure.
+        if (config.log_level as i32) < (RDKafkaLogLevel::Info as i32) {
+            config.set_log_level(RDKafkaLogLevel::Info);
+        }
         ClientBuilder {
             config,
             operator: &self.properties,

@@ -20,6 +20,19 @@ mod check;
 /// Kafka's acknowledgement deadline of a world's ingress: short, so tests stay short.
 pub const MESSAGE_TIMEOUT_MS: u64 = 2_000;
 
+/// Services a world runs on instead of its own; each one given replaces the world's.
+#[derive(Default)]
+pub struct Services {
+    /// The gate's Redis ([`World::gate_redis`]).
+    pub redis: Option<gate::Endpoint>,
+    /// The broker (a secure one, [`PrivateBroker::start_secure`]).
+    pub broker: Option<PrivateBroker>,
+    /// The test's resources when its database is not on the shared server (a TLS one of
+    /// [`crate::pg_tls`], migrated): its topics must exist on `broker`, reached with
+    /// [`Fixture::kafka`].
+    pub fixture: Option<Fixture>,
+}
+
 /// The services of one test. Field order is drop order: processes, then the fixture (whose
 /// topics live on the private broker), then the private services. It derefs to the [`Api`] of
 /// its ingress.
@@ -30,6 +43,9 @@ pub struct World {
     pub database_proxy: FaultProxy,
     pub fixture: Fixture,
     pub redis: PrivateRedis,
+    /// The gate's Redis when it is not [`World::redis`]: a TLS server or a cluster the test
+    /// started ([`crate::redis_servers`]) and keeps alive longer than the world.
+    pub gate_redis: Option<gate::Endpoint>,
     pub broker: PrivateBroker,
     /// The ingress's port (the same across restarts).
     pub port: u16,
@@ -51,11 +67,63 @@ impl World {
 
     /// As [`World::start`], with extra environment for the service processes.
     pub async fn start_with(name: &'static str, env: Vec<(&'static str, String)>) -> World {
+        World::launch(name, env, Services::default()).await
+    }
+
+    /// As [`World::start_with`], with the gate (the ingress, [`World::gate`] and the check) on
+    /// `redis` instead of the world's private Redis.
+    pub async fn start_on(
+        name: &'static str,
+        env: Vec<(&'static str, String)>,
+        redis: gate::Endpoint,
+    ) -> World {
+        let services = Services {
+            redis: Some(redis),
+            ..Services::default()
+        };
+        World::launch(name, env, services).await
+    }
+
+    /// As [`World::start_with`], with Kafka on `broker` (a secure one,
+    /// [`PrivateBroker::start_secure`]: every process and the fixture take its properties).
+    pub async fn start_on_broker(
+        name: &'static str,
+        env: Vec<(&'static str, String)>,
+        broker: PrivateBroker,
+    ) -> World {
+        let services = Services {
+            broker: Some(broker),
+            ..Services::default()
+        };
+        World::launch(name, env, services).await
+    }
+
+    /// As [`World::start_with`], on every service `services` gives (the gate's Redis, the
+    /// broker and the fixture together: managed services all at once).
+    pub async fn start_on_services(
+        name: &'static str,
+        env: Vec<(&'static str, String)>,
+        services: Services,
+    ) -> World {
+        World::launch(name, env, services).await
+    }
+
+    async fn launch(
+        name: &'static str,
+        env: Vec<(&'static str, String)>,
+        services: Services,
+    ) -> World {
         service::tls::install();
         let redis = PrivateRedis::start().await;
-        let broker = PrivateBroker::start().await;
-        let fixture = Fixture::on_brokers(3, &broker.brokers()).await;
-        let database: tokio_postgres::Config = fixture.database_url.parse().unwrap();
+        let broker = match services.broker {
+            Some(broker) => broker,
+            None => PrivateBroker::start().await,
+        };
+        let fixture = match services.fixture {
+            Some(fixture) => fixture,
+            None => Fixture::on_kafka(3, broker.kafka()).await,
+        };
+        let database = database_config(&fixture.database_url);
         let database_port = database.get_ports().first().copied().unwrap_or(5432);
         let database_proxy = FaultProxy::start(("127.0.0.1".to_owned(), database_port)).await;
         let port = free_port();
@@ -70,6 +138,7 @@ impl World {
             database_proxy,
             fixture,
             redis,
+            gate_redis: services.redis,
             broker,
             port,
             ingress_ops_port: free_port(),
@@ -113,10 +182,11 @@ impl World {
                 "INGRESS_OPS_LISTEN",
                 format!("127.0.0.1:{}", self.ingress_ops_port),
             )
-            .env("REDIS_URL", self.redis.url())
-            .env("REDIS_KEY_PREFIX", &self.fixture.redis_prefix)
+            .env_remove("REDIS_CA_FILE")
+            .envs(self.redis_env())
             .env("REDIS_TIMEOUT_MS", "1000")
             .env("KAFKA_BROKERS", self.broker.brokers())
+            .envs(self.broker.kafka_env())
             .env("TOPIC_ISSUANCE_REQUESTED", &self.fixture.topic)
             .env("CONSUMER_GROUP", &self.fixture.group)
             .env("KAFKA_MESSAGE_TIMEOUT_MS", MESSAGE_TIMEOUT_MS.to_string())
@@ -152,6 +222,7 @@ impl World {
             .env("COUPON_ENV", "development")
             .env("RUST_LOG", "info")
             .env("KAFKA_BROKERS", self.broker.brokers())
+            .envs(self.broker.kafka_env())
             .env("CONSUMER_GROUP", &self.fixture.group)
             .env("TOPIC_ISSUANCE_REQUESTED", &self.fixture.topic)
             .env(
@@ -172,20 +243,56 @@ impl World {
             .envs(self.env.iter().map(|(k, v)| (k, v)))
             .env("KAFKA_SESSION_TIMEOUT_MS", "6000")
             .env("KAFKA_MAX_POLL_INTERVAL_MS", "6000")
-            .env(
-                "DATABASE_URL",
-                format!(
-                    "postgres://postgres@127.0.0.1:{}/{}",
-                    self.database_proxy.port, self.fixture.database
-                ),
-            );
+            .env("DATABASE_URL", self.proxied_database_url());
         Proc::spawn_logged(&mut command, self.log(name))
+    }
+
+    /// The consumer's `DATABASE_URL`: the fixture's (its user, password and TLS settings) on
+    /// 127.0.0.1 at the proxy's port.
+    fn proxied_database_url(&self) -> String {
+        let url = &self.fixture.database_url;
+        let config = database_config(url);
+        let host = match config.get_hosts().first() {
+            Some(tokio_postgres::config::Host::Tcp(host)) => host.clone(),
+            _ => "127.0.0.1".to_owned(),
+        };
+        let port = config.get_ports().first().copied().unwrap_or(5432);
+        let proxied = url.replacen(
+            &format!("@{host}:{port}/"),
+            &format!("@127.0.0.1:{}/", self.database_proxy.port),
+            1,
+        );
+        assert_ne!(&proxied, url, "the database URL names its host and port");
+        proxied
+    }
+
+    /// The gate's Redis: [`World::gate_redis`], or else the private one.
+    pub fn redis_endpoint(&self) -> gate::Endpoint {
+        self.gate_redis.clone().unwrap_or_else(|| gate::Endpoint {
+            url: self.redis.url(),
+            ..gate::Endpoint::default()
+        })
+    }
+
+    /// The gate's settings as a process takes them: `REDIS_URL`, `REDIS_CA_FILE` (when set),
+    /// `REDIS_CLUSTER` and `REDIS_KEY_PREFIX`.
+    pub fn redis_env(&self) -> Vec<(&'static str, String)> {
+        let redis = self.redis_endpoint();
+        let mut env = vec![
+            ("REDIS_URL", redis.url),
+            ("REDIS_CLUSTER", redis.cluster.to_string()),
+            ("REDIS_KEY_PREFIX", self.fixture.redis_prefix.clone()),
+        ];
+        if let Some(ca) = redis.ca_file {
+            env.push(("REDIS_CA_FILE", ca.display().to_string()));
+        }
+        env
     }
 
     /// A gate on this world's Redis, as the ingress configures it.
     pub async fn gate(&self) -> Gate {
         Gate::connect(
-            &self.redis.url(),
+            &self.redis_endpoint(),
             &self.fixture.redis_prefix,
             Duration::from_secs(2),
             Duration::from_millis(MESSAGE_TIMEOUT_MS + 500),
@@ -193,6 +300,14 @@ impl World {
         .await
         .unwrap()
     }
+}
+
+/// The connection settings of a database URL, its TLS settings aside (tokio-postgres reads no
+/// `verify-full`).
+fn database_config(url: &str) -> tokio_postgres::Config {
+    service::postgres_tls::Settings::resolve(url, None, None, service::Profile::Development)
+        .unwrap()
+        .config
 }
 
 impl Deref for World {
