@@ -57,7 +57,8 @@ pub struct Config {
     #[arg(long, env = "WEBHOOK_ALLOWED_NETWORKS", default_value = "")]
     pub webhook_allowed_networks: String,
 
-    /// Key of the `X-Coupon-Signature` HMAC-SHA256 of each delivery.
+    /// Key of the `webhook-signature` HMAC-SHA256 of each delivery: `whsec_` and the base64 of
+    /// the key (the Standard Webhooks form), or else the key's own bytes.
     #[arg(long, env = "WEBHOOK_SECRET", hide_env_values = true)]
     pub webhook_secret: Option<String>,
 
@@ -150,10 +151,9 @@ impl service::Validate for Config {
             {
                 problems.push(problem);
             }
-            if self.webhook_secret.as_deref().is_none_or(|s| s.len() < 16) {
-                problems.push(
-                    "WEBHOOK_SECRET of at least 16 bytes is required with WEBHOOK_URL".to_owned(),
-                );
+            let secret = self.webhook_secret.as_deref();
+            if let Some(problem) = crate::effects::notify::secret_problem(secret) {
+                problems.push(problem);
             }
             if !self.outbox_relay {
                 problems.push(

@@ -6,7 +6,12 @@
 //! POSTs a JSON body signed with HMAC-SHA256, and on failure waits an exponential backoff with
 //! full jitter; after `WEBHOOK_MAX_ATTEMPTS` the notification is dead, kept with its last error
 //! until an operator replays it (`couponctl dead-letters replay`). Delivery is at least once:
-//! receivers de-duplicate on `X-Coupon-Delivery-Id`.
+//! receivers de-duplicate on `webhook-id`.
+//!
+//! Deliveries follow the Standard Webhooks layout (<https://www.standardwebhooks.com>), so any
+//! of its verifiers checks them: `webhook-id` (the delivery id, the same on every attempt),
+//! `webhook-timestamp` (Unix seconds) and `webhook-signature`, `v1,` and the base64
+//! HMAC-SHA256 of `<id>.<timestamp>.<body>` under the signing key of [`signing_key`].
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -25,23 +30,55 @@ use super::target;
 use crate::metrics::{Delivery, Metrics};
 
 /// Header names of a delivery.
-pub const DELIVERY_HEADER: &str = "x-coupon-delivery-id";
-pub const TIMESTAMP_HEADER: &str = "x-coupon-timestamp";
-pub const SIGNATURE_HEADER: &str = "x-coupon-signature";
+pub const DELIVERY_HEADER: &str = "webhook-id";
+pub const TIMESTAMP_HEADER: &str = "webhook-timestamp";
+pub const SIGNATURE_HEADER: &str = "webhook-signature";
 
-/// The signature of a delivery: `sha256=` and the hex HMAC-SHA256 of `<timestamp>.<body>`.
-pub fn signature(secret: &[u8], timestamp: &str, body: &[u8]) -> String {
-    let mut mac = <Hmac<Sha256> as Mac>::new_from_slice(secret).expect("HMAC takes any key length");
-    mac.update(timestamp.as_bytes());
-    mac.update(b".");
-    mac.update(body);
-    let digest = mac.finalize().into_bytes();
-    let mut hex = String::with_capacity(7 + digest.len() * 2);
-    hex.push_str("sha256=");
-    for byte in digest {
-        hex.push_str(&format!("{byte:02x}"));
+/// Prefix of a secret in the Standard Webhooks form, the base64 of the key following it.
+const SECRET_PREFIX: &str = "whsec_";
+
+/// The signing key of `WEBHOOK_SECRET`: a secret in the Standard Webhooks form (`whsec_` and
+/// base64) is decoded to its key bytes; any other secret is its own bytes, the key verifiers are
+/// given as raw bytes (or as `whsec_` and the base64 of those bytes).
+pub fn signing_key(secret: &str) -> Result<Vec<u8>, String> {
+    match secret.strip_prefix(SECRET_PREFIX) {
+        Some(encoded) => base64_decode(encoded)
+            .ok_or_else(|| "WEBHOOK_SECRET after `whsec_` must be base64".to_owned()),
+        None => Ok(secret.as_bytes().to_vec()),
     }
-    hex
+}
+
+/// Why `WEBHOOK_SECRET` cannot sign deliveries, if it cannot: missing, not decodable, or a key
+/// under 16 bytes.
+pub fn secret_problem(secret: Option<&str>) -> Option<String> {
+    match secret.map(signing_key) {
+        Some(Ok(key)) if key.len() >= 16 => None,
+        Some(Err(problem)) => Some(problem),
+        _ => Some("WEBHOOK_SECRET of at least 16 bytes is required with WEBHOOK_URL".to_owned()),
+    }
+}
+
+/// The signature of a delivery: `v1,` and the base64 HMAC-SHA256 of `<id>.<timestamp>.<body>`.
+pub fn signature(key: &[u8], id: &str, timestamp: &str, body: &[u8]) -> String {
+    let mut mac = <Hmac<Sha256> as Mac>::new_from_slice(key).expect("HMAC takes any key length");
+    for part in [id.as_bytes(), b".", timestamp.as_bytes(), b".", body] {
+        mac.update(part);
+    }
+    format!("v1,{}", base64_encode(&mac.finalize().into_bytes()))
+}
+
+/// Standard base64, padded.
+fn base64_encode(bytes: &[u8]) -> String {
+    use base64::Engine as _;
+    base64::engine::general_purpose::STANDARD.encode(bytes)
+}
+
+/// Standard base64, padding optional; `None` on anything else.
+fn base64_decode(text: &str) -> Option<Vec<u8>> {
+    use base64::Engine as _;
+    base64::engine::general_purpose::STANDARD_NO_PAD
+        .decode(text.trim_end_matches('='))
+        .ok()
 }
 
 pub struct Notifier {
@@ -51,8 +88,8 @@ pub struct Notifier {
     http: reqwest::Client,
     /// `WEBHOOK_URL`; never logged, it may carry credentials.
     url: String,
-    /// `WEBHOOK_SECRET`, the key of every delivery's signature.
-    secret: Vec<u8>,
+    /// The key of every delivery's signature, from `WEBHOOK_SECRET` ([`signing_key`]).
+    key: Vec<u8>,
     /// Attempts before a notification is dead (`WEBHOOK_MAX_ATTEMPTS`).
     max_attempts: i32,
     /// Delay before the next attempt after a failed one, with full jitter
@@ -99,11 +136,8 @@ impl Notifier {
             pool,
             http,
             url,
-            secret: config
-                .webhook_secret
-                .clone()
-                .unwrap_or_default()
-                .into_bytes(),
+            key: signing_key(config.webhook_secret.as_deref().unwrap_or_default())
+                .map_err(anyhow::Error::msg)?,
             max_attempts: config.webhook_max_attempts as i32,
             schedule: Backoff::new(
                 Duration::from_millis(config.webhook_backoff_ms),
@@ -171,14 +205,16 @@ impl Notifier {
     /// One delivery attempt and its bookkeeping.
     async fn attempt(&self, n: Claimed) -> Result<(), Error> {
         let body = n.body();
+        let id = n.delivery_id.to_string();
         let timestamp = OffsetDateTime::now_utc().unix_timestamp().to_string();
+        let signed = signature(&self.key, &id, &timestamp, &body);
         let sent = self
             .http
             .post(&self.url)
             .header("content-type", "application/json")
-            .header(DELIVERY_HEADER, n.delivery_id.to_string())
-            .header(TIMESTAMP_HEADER, &timestamp)
-            .header(SIGNATURE_HEADER, signature(&self.secret, &timestamp, &body))
+            .header(DELIVERY_HEADER, id)
+            .header(TIMESTAMP_HEADER, timestamp)
+            .header(SIGNATURE_HEADER, signed)
             .body(body)
             .send()
             .await;
@@ -271,13 +307,29 @@ impl Claimed {
 mod tests {
     use super::*;
 
+    // Expected values from the Standard Webhooks reference verifier (PyPI `standardwebhooks`
+    // 1.1.0, `Webhook(secret).sign`), an implementation independent of this one.
     #[test]
-    fn signature_is_hmac_sha256_of_timestamp_dot_body() {
-        // Expected value from an independent HMAC-SHA256 implementation (Python's hmac).
+    fn signature_is_standard_webhooks_v1() {
+        let raw = signing_key("webhook-test-secret-0123").unwrap();
+        assert_eq!(raw, b"webhook-test-secret-0123");
         assert_eq!(
-            signature(b"whsec-test", "1700000000", br#"{"a":1}"#),
-            "sha256=fed7a1a6c799a6367d73724d76bc70c16678908a32a879cd1ded6565ac05cece"
+            signature(&raw, "msg_1", "1700000000", br#"{"a":1}"#),
+            "v1,7HhRi36APqOE0ZNv1C06mn3KoXn705CpRrmfeTlbwfQ="
         );
+        let decoded = signing_key("whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw").unwrap();
+        assert_eq!(decoded.len(), 24);
+        assert_eq!(
+            signature(&decoded, "msg_1", "1700000000", br#"{"a":1}"#),
+            "v1,hVsFLpmw4Ib/Xm0eZLt3KqYBZdt0U8gdGeuz0EsGv78="
+        );
+        assert!(signing_key("whsec_not*base64").is_err());
+        assert_eq!(secret_problem(Some("webhook-test-secret-0123")), None);
+        assert!(
+            secret_problem(Some("whsec_MfKQ9r8GKYqrTwjU")).is_some(),
+            "a 12-byte key"
+        );
+        assert!(secret_problem(None).is_some());
     }
 
     proptest::proptest! {
@@ -288,6 +340,14 @@ mod tests {
             let delay = Backoff::new(base, max).full_jitter(attempt, random);
             let ceiling = base.saturating_mul(2u32.saturating_pow(attempt.saturating_sub(1).min(20))).min(max);
             proptest::prop_assert!(delay <= ceiling);
+        }
+
+        #[test]
+        fn base64_round_trips(bytes in proptest::collection::vec(proptest::num::u8::ANY, 0..64)) {
+            let encoded = base64_encode(&bytes);
+            proptest::prop_assert_eq!(encoded.len() % 4, 0);
+            proptest::prop_assert_eq!(base64_decode(&encoded), Some(bytes.clone()));
+            proptest::prop_assert_eq!(base64_decode(encoded.trim_end_matches('=')), Some(bytes));
         }
     }
 }

@@ -13,6 +13,7 @@ use testkit::{World, after, users, workspace_bin};
 mod config;
 mod metrics;
 mod otlp;
+mod promql;
 
 /// SIGTERM mid-burst: readiness fails at once while requests are still served for the delay,
 /// then the listener closes, in-flight requests finish, and the process exits 0. Every 202 is

@@ -29,7 +29,7 @@ async fn unpublished(world: &World) -> i64 {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn every_coupon_gets_one_issued_event_id_through_consumer_kills() {
-    let hook = webhook::Webhook::start(WEBHOOK_SECRET).await;
+    let hook = webhook::Webhook::start().await;
     let webhook_env = vec![
         ("WEBHOOK_URL", hook.url()),
         ("WEBHOOK_SECRET", WEBHOOK_SECRET.to_owned()),
@@ -149,10 +149,29 @@ async fn every_coupon_gets_one_issued_event_id_through_consumer_kills() {
         200,
         "no delivery id beyond one per coupon"
     );
+    assert_verified(&hook);
     world.check(&campaign, &answers, false).await;
 }
 
-const WEBHOOK_SECRET: &str = "webhook-test-secret-0123";
+/// In the Standard Webhooks form: `whsec_` and the base64 of a 24-byte key.
+const WEBHOOK_SECRET: &str = "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw";
+
+/// Every attempt the receiver got passes the Standard Webhooks reference verifier, and the same
+/// attempt with its body altered by one character does not.
+fn assert_verified(hook: &webhook::Webhook) {
+    let received = hook.received();
+    assert!(!received.is_empty());
+    let verdicts = webhook::standard_verdicts(WEBHOOK_SECRET, &received);
+    assert!(verdicts.iter().all(|v| v == "ok"), "{verdicts:?}");
+    let mut tampered = received[0].clone();
+    tampered.body = tampered.body.replacen("coupon.issued", "coupon.issueD", 1);
+    assert_ne!(tampered.body, received[0].body);
+    let verdicts = webhook::standard_verdicts(WEBHOOK_SECRET, &[tampered]);
+    assert_eq!(
+        verdicts,
+        ["refused: WebhookVerificationError: No matching signature found"]
+    );
+}
 
 async fn notification_counts(world: &World) -> HashMap<String, i64> {
     let db = world.fixture.db().await;
@@ -181,7 +200,7 @@ fn couponctl(world: &World, args: &[&str]) -> String {
 /// receiver is fixed, `couponctl dead-letters replay` delivers it.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn webhooks_retry_then_dead_letter_then_replay() {
-    let hook = webhook::Webhook::start(WEBHOOK_SECRET).await;
+    let hook = webhook::Webhook::start().await;
     hook.fail_first(2);
     let world = World::start_with(
         "webhooks",
@@ -208,9 +227,12 @@ async fn webhooks_retry_then_dead_letter_then_replay() {
     let seen = hook.seen();
     assert_eq!(hook.accepted(), 20, "one delivery id per coupon");
     for (delivery, s) in &seen {
-        assert_eq!(
-            (s.attempts, s.accepted, s.bad_signatures),
-            (3, 1, 0),
+        assert_eq!((s.attempts, s.accepted), (3, 1), "{delivery}");
+        // The delivery id is the `webhook-id` of every attempt.
+        assert!(
+            s.received
+                .iter()
+                .all(|a| a.headers["webhook-id"] == *delivery),
             "{delivery}"
         );
         let body = s.body.as_ref().unwrap();
@@ -239,5 +261,6 @@ async fn webhooks_retry_then_dead_letter_then_replay() {
     })
     .await;
     assert_eq!(hook.accepted(), 25);
+    assert_verified(&hook);
     assert_eq!(couponctl(&world, &["list"]).lines().count(), 1);
 }

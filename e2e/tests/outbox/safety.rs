@@ -87,7 +87,7 @@ async fn webhooks_reach_no_unlisted_private_address_and_follow_no_redirect() {
 
     // A host name that resolves to loopback, not allow-listed: refused at connection time,
     // nothing reaches the receiver, the reason is kept and counted.
-    let hook = Webhook::start(WEBHOOK_SECRET).await;
+    let hook = Webhook::start().await;
     let by_name = format!("http://localhost:{}/hooks/coupons", hook.port);
     let mut world = World::start_with("webhook-safety", settings(by_name, None)).await;
     let campaign = world.open_campaign(10, 1).await;
@@ -134,7 +134,7 @@ async fn webhooks_reach_no_unlisted_private_address_and_follow_no_redirect() {
 
     // Loopback allow-listed, but the receiver redirects: the 307 is a failed attempt, and the
     // redirect's target never sees the signed body.
-    let elsewhere = Webhook::start(WEBHOOK_SECRET).await;
+    let elsewhere = Webhook::start().await;
     hook.redirect_to(elsewhere.url());
     world.consumer.take().unwrap().kill();
     world.env = settings(hook.url(), Some("127.0.0.1/32"));

@@ -1,39 +1,95 @@
-//! A webhook receiver for the notification tests: verifies each delivery's signature as a
-//! receiver would, from the contract in docs/TOPICS.md, answers as told (fail the first N
-//! attempts of every delivery, fail all, redirect elsewhere, or accept), and records what it
-//! saw.
+//! A webhook receiver for the notification tests: records every attempt (its body and
+//! headers), answers as told (fail the first N attempts of every delivery, fail all, redirect
+//! elsewhere, or accept), and has the attempts verified by the Standard Webhooks reference
+//! verifier (PyPI `standardwebhooks` 1.1.0), not by code of ours.
 
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 use std::convert::Infallible;
+use std::io::Write as _;
+use std::process::{Command, Stdio};
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::sync::{Arc, Mutex};
 
 use bytes::Bytes;
-use hmac::{Hmac, Mac};
 use http_body_util::{BodyExt, Full};
 use hyper::service::service_fn;
 use hyper_util::rt::TokioIo;
-use sha2::Sha256;
 
-/// Header names of a delivery.
-const DELIVERY_HEADER: &str = "x-coupon-delivery-id";
-const TIMESTAMP_HEADER: &str = "x-coupon-timestamp";
-const SIGNATURE_HEADER: &str = "x-coupon-signature";
+/// The delivery id header, stable across a delivery's attempts.
+const DELIVERY_HEADER: &str = "webhook-id";
 
-/// The signature a delivery must carry: `sha256=` and the hex HMAC-SHA256 of
-/// `<timestamp>.<body>` under the shared secret.
-fn signature(secret: &[u8], timestamp: &str, body: &[u8]) -> String {
-    let mut mac = <Hmac<Sha256> as Mac>::new_from_slice(secret).unwrap();
-    mac.update(timestamp.as_bytes());
-    mac.update(b".");
-    mac.update(body);
-    let hex: String = mac
-        .finalize()
-        .into_bytes()
+/// The verifier's pinned version.
+const VERIFIER: &str = "standardwebhooks==1.1.0";
+
+/// Reads `{"secret": ..., "attempts": [{"body": ..., "headers": {...}}]}` from stdin and prints
+/// one line per attempt: `ok`, or the verifier's refusal.
+const VERIFY: &str = r#"
+import json, sys
+from standardwebhooks import Webhook
+request = json.load(sys.stdin)
+hook = Webhook(request["secret"])
+for attempt in request["attempts"]:
+    try:
+        hook.verify(attempt["body"], attempt["headers"])
+        print("ok")
+    except Exception as e:
+        print(f"refused: {type(e).__name__}: {e}")
+"#;
+
+/// One attempt as the receiver got it.
+#[derive(Debug, Clone)]
+pub struct Attempt {
+    pub body: String,
+    pub headers: BTreeMap<String, String>,
+}
+
+/// What `standardwebhooks` says of each attempt, in order: `ok` or why it refused it.
+pub fn standard_verdicts(secret: &str, attempts: &[Attempt]) -> Vec<String> {
+    let installed = Command::new("python3")
+        .args(["-c", "import standardwebhooks"])
+        .stderr(Stdio::null())
+        .status()
+        .is_ok_and(|s| s.success());
+    if !installed {
+        let pip = Command::new("python3")
+            .args([
+                "-m",
+                "pip",
+                "install",
+                "-q",
+                "--disable-pip-version-check",
+                VERIFIER,
+            ])
+            .status()
+            .expect("python3 runs");
+        assert!(pip.success(), "pip install {VERIFIER}");
+    }
+    let mut python = Command::new("python3")
+        .args(["-c", VERIFY])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .spawn()
+        .expect("python3 runs");
+    let attempts: Vec<_> = attempts
         .iter()
-        .map(|byte| format!("{byte:02x}"))
+        .map(|a| serde_json::json!({ "body": a.body, "headers": a.headers }))
         .collect();
-    format!("sha256={hex}")
+    let request = serde_json::json!({ "secret": secret, "attempts": attempts });
+    python
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(request.to_string().as_bytes())
+        .unwrap();
+    let output = python.wait_with_output().unwrap();
+    assert!(output.status.success(), "the verifier ran");
+    let verdicts: Vec<String> = String::from_utf8(output.stdout)
+        .unwrap()
+        .lines()
+        .map(str::to_owned)
+        .collect();
+    assert_eq!(verdicts.len(), attempts.len());
+    verdicts
 }
 
 /// Fail every delivery this many times before accepting it; `u32::MAX` fails all.
@@ -50,12 +106,13 @@ pub struct Webhook {
 pub struct Seen {
     pub attempts: u32,
     pub accepted: u32,
-    pub bad_signatures: u32,
     pub body: Option<serde_json::Value>,
+    /// Every attempt, as received.
+    pub received: Vec<Attempt>,
 }
 
 impl Webhook {
-    pub async fn start(secret: &'static str) -> Webhook {
+    pub async fn start() -> Webhook {
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let port = listener.local_addr().unwrap().port();
         let failures_first = Arc::new(AtomicU32::new(0));
@@ -88,22 +145,27 @@ impl Webhook {
                                         .to_owned()
                                 };
                                 let delivery = header(DELIVERY_HEADER);
-                                let timestamp = header(TIMESTAMP_HEADER);
-                                let signed = header(SIGNATURE_HEADER);
+                                let headers = request
+                                    .headers()
+                                    .iter()
+                                    .map(|(name, value)| {
+                                        let value = value.to_str().unwrap_or_default();
+                                        (name.as_str().to_owned(), value.to_owned())
+                                    })
+                                    .collect();
                                 let body = request
                                     .into_body()
                                     .collect()
                                     .await
                                     .map(|b| b.to_bytes())
                                     .unwrap_or_default();
-                                let valid =
-                                    signed == signature(secret.as_bytes(), &timestamp, &body);
                                 let mut seen = seen.lock().unwrap();
                                 let entry = seen.entry(delivery).or_default();
                                 entry.attempts += 1;
-                                if !valid {
-                                    entry.bad_signatures += 1;
-                                }
+                                entry.received.push(Attempt {
+                                    body: String::from_utf8_lossy(&body).into_owned(),
+                                    headers,
+                                });
                                 let fail = entry.attempts <= failures_first.load(Ordering::SeqCst);
                                 let status = match &redirect {
                                     Some(_) => 307,
@@ -158,6 +220,12 @@ impl Webhook {
 
     pub fn seen(&self) -> HashMap<String, Seen> {
         self.seen.lock().unwrap().clone()
+    }
+
+    /// Every attempt received so far.
+    pub fn received(&self) -> Vec<Attempt> {
+        let seen = self.seen();
+        seen.into_values().flat_map(|s| s.received).collect()
     }
 
     /// Delivery ids accepted at least once.
