@@ -16,17 +16,8 @@ use clap::{CommandFactory, FromArgMatches, Parser, Subcommand};
     about = "The benchmark's load generator, Kafka backlog writer and ceiling server"
 )]
 struct Cli {
-    /// `production` (the default) or `development`, as in the services: with no `sslmode` in
-    /// DATABASE_URL or PGSSLMODE, PostgreSQL is `verify-full` in production, plaintext in
-    /// development.
-    #[arg(
-        long = "coupon-env",
-        env = "COUPON_ENV",
-        value_enum,
-        global = true,
-        default_value_t = service::Profile::Production
-    )]
-    profile: service::Profile,
+    #[command(flatten)]
+    env: service::ProfileArg,
     #[command(subcommand)]
     command: Command,
 }
@@ -50,7 +41,7 @@ async fn main() -> anyhow::Result<()> {
     let cli = Cli::from_arg_matches(&matches).unwrap_or_else(|e| e.exit());
     match cli.command {
         Command::Load(args) => load::run(args).await,
-        Command::Backlog(args) => backlog::run(args, cli.profile).await,
+        Command::Backlog(args) => backlog::run(args, cli.env.profile).await,
         Command::Ceiling(args) => ceiling::run(args).await,
     }
 }

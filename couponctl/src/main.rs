@@ -16,17 +16,8 @@ use clap::{CommandFactory, FromArgMatches, Parser, Subcommand};
     about = "Operator commands of the coupon issuance pipeline"
 )]
 struct Cli {
-    /// `production` (the default) or `development`, as in the services: with no `sslmode` in
-    /// DATABASE_URL or PGSSLMODE, PostgreSQL is `verify-full` in production, plaintext in
-    /// development.
-    #[arg(
-        long = "coupon-env",
-        env = "COUPON_ENV",
-        value_enum,
-        global = true,
-        default_value_t = service::Profile::Production
-    )]
-    profile: service::Profile,
+    #[command(flatten)]
+    env: service::ProfileArg,
     #[command(subcommand)]
     command: Command,
 }
@@ -85,7 +76,7 @@ async fn main() -> anyhow::Result<()> {
         service::config::exit(service::config::Failure::Invalid(kafka.problems().to_vec()));
     }
     match cli.command {
-        Command::Migrate(args) => migrate::run(args, cli.profile).await,
+        Command::Migrate(args) => migrate::run(args, cli.env.profile).await,
         Command::Topics(args) => topics::run(args).await,
         Command::Demo(args) => demo::run(args).await,
         Command::Token(args) => {
@@ -98,8 +89,8 @@ async fn main() -> anyhow::Result<()> {
             println!("{}", args.secret.mint_for(&args.sub, role, audience, now)?);
             Ok(())
         }
-        Command::Verify(args) => verify::run(args, cli.profile).await,
-        Command::DeadLetters(args) => dead_letters::run(args, cli.profile).await,
-        Command::EventKeys(args) => event_keys::run(args, cli.profile).await,
+        Command::Verify(args) => verify::run(args, cli.env.profile).await,
+        Command::DeadLetters(args) => dead_letters::run(args, cli.env.profile).await,
+        Command::EventKeys(args) => event_keys::run(args, cli.env.profile).await,
     }
 }

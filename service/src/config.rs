@@ -18,6 +18,8 @@ use std::ffi::OsString;
 use clap::parser::ValueSource;
 use clap::{Arg, ArgMatches, Command, FromArgMatches};
 
+use crate::Profile;
+
 /// Checks a parsed configuration as a whole.
 pub trait Validate {
     /// Every problem found, each naming its setting.
@@ -44,21 +46,6 @@ pub struct Common {
     /// producer flush, the batch being written, the offset commit) before it exits anyway.
     #[arg(long, env = "SHUTDOWN_TIMEOUT_MS", default_value_t = 20_000)]
     pub shutdown_timeout_ms: u64,
-}
-
-/// What the process may assume about where it runs. Anything unsafe is a development choice,
-/// never what happens when a setting is missing.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, clap::ValueEnum)]
-pub enum Profile {
-    #[default]
-    Production,
-    Development,
-}
-
-impl Profile {
-    pub fn is_production(self) -> bool {
-        self == Profile::Production
-    }
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]

@@ -14,6 +14,7 @@
 //!   headers every event carries, reading a topic back.
 //! - [`ops`]: `/healthz`, `/readyz` and `/metrics` for a process without an API listener.
 //! - [`postgres_tls`]: TLS to PostgreSQL after libpq's `sslmode` and `sslrootcert` (rustls).
+//! - [`profile`]: `COUPON_ENV`, production unless development is chosen.
 //! - [`shutdown`]: the SIGTERM signal.
 //! - [`tls`]: the rustls provider of the HTTP clients.
 
@@ -28,10 +29,12 @@ pub mod logging;
 pub mod metrics;
 pub mod ops;
 pub mod postgres_tls;
+pub mod profile;
 pub mod shutdown;
 pub mod tls;
 pub mod tracing_context;
 
-pub use config::{Common, Profile, Validate};
+pub use config::{Common, Validate};
 pub use connection::{PostgresArgs, PostgresError, RedisArgs};
 pub use kafka::KafkaArgs;
+pub use profile::{Profile, ProfileArg};

@@ -3,12 +3,11 @@
 //! every invariant checked, then `couponctl verify` (which reads the consumer group's lag) with
 //! the same settings.
 
-use std::process::Command;
 use std::sync::Arc;
 use std::sync::atomic::AtomicUsize;
 
 use testkit::broker_tls::{Scram, ScramUser};
-use testkit::{PrivateBroker, World, users, workspace_bin};
+use testkit::{PrivateBroker, World, users};
 
 async fn burst_then_verify(world: &World) {
     let campaign = world.open_campaign(60, 1).await;
@@ -18,25 +17,7 @@ async fn burst_then_verify(world: &World) {
         .await;
     let report = world.check(&campaign, &answers, false).await;
     assert_eq!(report.coupons, 60, "the whole stock issued");
-    let fixture = &world.fixture;
-    let output = Command::new(workspace_bin("couponctl"))
-        .arg("verify")
-        .env("COUPON_ENV", "development")
-        .env("DATABASE_URL", &fixture.database_url)
-        .env("KAFKA_BROKERS", world.broker.brokers())
-        .envs(world.broker.kafka_env())
-        .env("CONSUMER_GROUP", &fixture.group)
-        .env("TOPIC_ISSUANCE_REQUESTED", &fixture.topic)
-        .env_remove("REDIS_CA_FILE")
-        .envs(world.redis_env())
-        .output()
-        .unwrap();
-    let stdout = String::from_utf8_lossy(&output.stdout);
-    assert!(
-        output.status.success(),
-        "{stdout}{}",
-        String::from_utf8_lossy(&output.stderr)
-    );
+    let stdout = world.couponctl_verify();
     let line = format!("campaign {campaign}: stock 60, coupons 60, counter 60, rejected 0");
     assert!(stdout.contains(&line), "{line} in:\n{stdout}");
 }

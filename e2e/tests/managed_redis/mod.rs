@@ -26,24 +26,7 @@ async fn bursts_then_verify(world: &World, campaigns: usize) {
         assert_eq!(report.coupons, 80, "the whole stock issued");
         ids.push(campaign);
     }
-    let fixture = &world.fixture;
-    let output = Command::new(workspace_bin("couponctl"))
-        .arg("verify")
-        .env("COUPON_ENV", "development")
-        .env("DATABASE_URL", &fixture.database_url)
-        .env("KAFKA_BROKERS", world.broker.brokers())
-        .env("CONSUMER_GROUP", &fixture.group)
-        .env("TOPIC_ISSUANCE_REQUESTED", &fixture.topic)
-        .env_remove("REDIS_CA_FILE")
-        .envs(world.redis_env())
-        .output()
-        .unwrap();
-    let stdout = String::from_utf8_lossy(&output.stdout);
-    assert!(
-        output.status.success(),
-        "{stdout}{}",
-        String::from_utf8_lossy(&output.stderr)
-    );
+    let stdout = world.couponctl_verify();
     for id in &ids {
         let line = format!("campaign {id}: stock 80, coupons 80, counter 80, rejected 0");
         assert!(stdout.contains(&line), "{line} in:\n{stdout}");

@@ -289,6 +289,31 @@ impl World {
         env
     }
 
+    /// `couponctl verify` with this world's settings (ledger, broker and its properties, group,
+    /// topic, gate); it must exit 0. Its standard output.
+    pub fn couponctl_verify(&self) -> String {
+        let fixture = &self.fixture;
+        let output = Command::new(workspace_bin("couponctl"))
+            .arg("verify")
+            .env("COUPON_ENV", "development")
+            .env("DATABASE_URL", &fixture.database_url)
+            .env("KAFKA_BROKERS", self.broker.brokers())
+            .envs(self.broker.kafka_env())
+            .env("CONSUMER_GROUP", &fixture.group)
+            .env("TOPIC_ISSUANCE_REQUESTED", &fixture.topic)
+            .env_remove("REDIS_CA_FILE")
+            .envs(self.redis_env())
+            .output()
+            .unwrap();
+        let stdout = String::from_utf8_lossy(&output.stdout).into_owned();
+        assert!(
+            output.status.success(),
+            "{stdout}{}",
+            String::from_utf8_lossy(&output.stderr)
+        );
+        stdout
+    }
+
     /// A gate on this world's Redis, as the ingress configures it.
     pub async fn gate(&self) -> Gate {
         Gate::connect(
