@@ -25,6 +25,7 @@
 //! released (`release.lua`) after a definitive refusal, or claimed by the sweeper
 //! (`claim.lua`) and re-produced. A claimed entry can no longer be released.
 
+use std::sync::LazyLock;
 use std::time::Duration;
 
 use schema::ids::{CampaignId, IssuanceId, UserId};
@@ -38,10 +39,12 @@ pub use crate::connection::Endpoint;
 
 mod connection;
 mod keys;
+pub mod ledger;
 mod reads;
 pub mod reconcile;
 pub mod rules;
 mod seeding;
+mod settings;
 
 /// The outcome of one reservation attempt.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -144,11 +147,12 @@ pub struct Gate {
     prefix: String,
     /// How long after admission an unconfirmed reservation is rolled forward.
     journal_deadline_ms: u64,
-    reserve: std::sync::Arc<Lua>,
-    release: std::sync::Arc<Lua>,
-    claim: std::sync::Arc<Lua>,
-    adjust: std::sync::Arc<Lua>,
 }
+
+/// The admission scripts, by SHA (`lua/*.lua`).
+static RESERVE: LazyLock<Lua> = LazyLock::new(|| Lua::new(include_str!("lua/reserve.lua")));
+static RELEASE: LazyLock<Lua> = LazyLock::new(|| Lua::new(include_str!("lua/release.lua")));
+static CLAIM: LazyLock<Lua> = LazyLock::new(|| Lua::new(include_str!("lua/claim.lua")));
 
 impl Gate {
     /// Connects to the gate's Redis (every node of a cluster) and loads the scripts. Fails
@@ -165,14 +169,10 @@ impl Gate {
             conn,
             prefix: prefix.to_owned(),
             journal_deadline_ms: journal_deadline.as_millis() as u64,
-            reserve: std::sync::Arc::new(Lua::new(include_str!("lua/reserve.lua"))),
-            release: std::sync::Arc::new(Lua::new(include_str!("lua/release.lua"))),
-            claim: std::sync::Arc::new(Lua::new(include_str!("lua/claim.lua"))),
-            adjust: std::sync::Arc::new(Lua::new(include_str!("lua/adjust.lua"))),
         };
         // Load the scripts up front so the first burst does not pay for it.
         let mut conn = gate.conn.clone();
-        for script in [&gate.reserve, &gate.release, &gate.claim] {
+        for script in [&*RESERVE, &*RELEASE, &*CLAIM] {
             script.load(&mut conn).await?;
         }
         Ok(gate)
@@ -187,8 +187,7 @@ impl Gate {
     ) -> Result<Reservation, GateError> {
         let keys = Keys::new(&self.prefix, campaign);
         let mut conn = self.conn.clone();
-        let (outcome, id, seq, now): (String, String, i64, i64) = self
-            .reserve
+        let (outcome, id, seq, now): (String, String, i64, i64) = RESERVE
             .keys(&[
                 &keys.meta,
                 &keys.holders,
@@ -221,8 +220,7 @@ impl Gate {
     pub async fn release(&self, issuance: &IssuanceId, reason: &str) -> Result<bool, GateError> {
         let keys = Keys::new(&self.prefix, &issuance.campaign);
         let mut conn = self.conn.clone();
-        let released: i64 = self
-            .release
+        let released: i64 = RELEASE
             .keys(&[
                 &keys.meta,
                 &keys.holders,
@@ -239,29 +237,6 @@ impl Gate {
         Ok(released == 1)
     }
 
-    /// Applies an operator's change (absolute values; stock only grows). False when the gate
-    /// does not know the campaign.
-    pub async fn adjust(
-        &self,
-        campaign: &CampaignId,
-        seed: Seed,
-        closed: bool,
-    ) -> Result<bool, GateError> {
-        let keys = Keys::new(&self.prefix, campaign);
-        let mut conn = self.conn.clone();
-        let known: i64 = self
-            .adjust
-            .keys(&[&keys.meta])
-            .arg(seed.total_stock)
-            .arg(seed.per_user_limit)
-            .arg(seed.starts_ms)
-            .arg(seed.ends_ms)
-            .arg(u8::from(closed))
-            .invoke(&mut conn)
-            .await?;
-        Ok(known == 1)
-    }
-
     /// Claims up to `max` journal entries past their deadline for re-production. A claim lasts
     /// `hold`; an entry not cleared by then is claimed again.
     pub async fn claim_overdue(
@@ -272,8 +247,7 @@ impl Gate {
     ) -> Result<Vec<Overdue>, GateError> {
         let keys = Keys::new(&self.prefix, campaign);
         let mut conn = self.conn.clone();
-        let flat: Vec<String> = self
-            .claim
+        let flat: Vec<String> = CLAIM
             .keys(&[&keys.admissions, &keys.journal, &keys.rolling])
             .arg(hold.as_millis() as u64)
             .arg(max)

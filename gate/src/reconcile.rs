@@ -106,15 +106,15 @@ pub enum ReconcileError {
     Gate(#[from] GateError),
 }
 
-/// Campaigns the gate may still hold state for (`sql/campaigns_select_live.sql`), by id.
+/// Campaigns the gate may still hold state for ([`crate::ledger::live`]), by id.
 pub async fn live_campaigns(
     db: &tokio_postgres::Client,
 ) -> Result<Vec<CampaignId>, tokio_postgres::Error> {
-    db.query(include_str!("sql/campaigns_select_live.sql"), &[])
+    Ok(crate::ledger::live(db)
         .await?
-        .iter()
-        .map(|row| row.try_get("id").map(CampaignId))
-        .collect()
+        .into_iter()
+        .map(|settings| settings.id)
+        .collect())
 }
 
 /// Reads both sides of one campaign.
@@ -151,20 +151,19 @@ pub async fn reseed_from_ledger(
     gate: &Gate,
     id: &CampaignId,
 ) -> Result<bool, ReconcileError> {
-    let row = db
-        .query_opt(
-            include_str!("sql/campaigns_select_seed_by_id.sql"),
-            &[&id.0],
-        )
+    let settings = crate::ledger::settings(db, id)
         .await?
         .ok_or(ReconcileError::UnknownCampaign(*id))?;
     let seed = Seed {
-        total_stock: row.try_get::<_, i32>("total_stock")? as u32,
-        per_user_limit: row.try_get::<_, i32>("per_user_limit")? as u32,
-        starts_ms: schema::time::unix_ms(row.try_get("starts_at")?),
-        ends_ms: schema::time::unix_ms(row.try_get("ends_at")?),
+        total_stock: settings.total_stock,
+        per_user_limit: settings.per_user_limit,
+        starts_ms: settings.starts_ms,
+        ends_ms: settings.ends_ms,
     };
-    let issued = row.try_get::<_, i32>("issued_count")? as u32;
+    let issued = db
+        .query_one("SELECT issued_count FROM campaigns WHERE id = $1", &[&id.0])
+        .await?
+        .try_get::<_, i32>(0)? as u32;
     let coupons = db
         .query(include_str!("sql/coupons_select_by_campaign.sql"), &[&id.0])
         .await?

@@ -5,3 +5,4 @@
 pub mod admin;
 pub mod public;
 pub mod store;
+pub mod sync;

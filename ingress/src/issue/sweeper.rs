@@ -82,8 +82,9 @@ pub async fn sweep(app: Arc<App>, mut stop: watch::Receiver<bool>) {
         if refreshed.is_none_or(|at| at.elapsed() >= refresh) {
             match live_campaigns(&app).await {
                 Ok(live) => {
-                    campaigns = live;
+                    campaigns = live.iter().map(|settings| settings.id).collect();
                     refreshed = Some(Instant::now());
+                    crate::campaigns::sync::reapply(&app, &live).await;
                     reseed_lost(&app, &campaigns).await;
                     count_journal(&app, &campaigns).await;
                 }
@@ -160,10 +161,10 @@ enum LedgerError {
     Db(#[from] tokio_postgres::Error),
 }
 
-/// Campaigns whose journal may still hold entries.
-async fn live_campaigns(app: &App) -> Result<Vec<CampaignId>, LedgerError> {
+/// Campaigns whose journal may still hold entries, with the settings the gate must enforce.
+async fn live_campaigns(app: &App) -> Result<Vec<gate::ledger::Settings>, LedgerError> {
     let db = app.db.get().await?;
-    Ok(gate::reconcile::live_campaigns(&db).await?)
+    Ok(gate::ledger::live(&db).await?)
 }
 
 /// Re-seeds every live campaign whose gate keys are gone (Redis restarted empty or failed over
