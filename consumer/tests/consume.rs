@@ -1,6 +1,6 @@
 //! The consumer group on the real Kafka and PostgreSQL: idempotence, dead letters, the
-//! ingress's signature on every record, and the ledger refusing an oversell or a duplicate on
-//! its own.
+//! ingress's signature on every record, and the ledger enforcing a campaign's rules on its own
+//! (stock, per-user limit, window, close).
 
 #![allow(clippy::unwrap_used)] // a failed unwrap is a failed test
 
@@ -17,6 +17,8 @@ use testkit::{Fixture, eventually};
 use tokio::sync::oneshot;
 use uuid::Uuid;
 
+#[path = "consume/rules.rs"]
+mod rules;
 #[path = "consume/signed.rs"]
 mod signed;
 

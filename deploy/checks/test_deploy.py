@@ -51,10 +51,12 @@ METRICS = {
     "coupon_notifications_total", "coupon_outbox_backlog", "coupon_outbox_published_total",
     "coupon_requests_shed_total", "coupon_connections_refused_total", "coupon_jwks_refreshes", "coupon_events_refused_total", "coupon_webhook_refused_total",
     "coupon_consumer_redelivered_total", "process_open_fds", "coupon_readiness_checks_total",
-    "coupon_dependency_up",
+    "coupon_dependency_up", "coupon_gate_fenced_campaigns", "coupon_gate_fences_total",
+    "coupon_gate_reseeds_total", "coupon_gate_loss_checks_total", "coupon_gate_fence_duration_seconds",
 }
 REQUIRED_ALERTS = {"CouponConsumerLagHigh", "CouponDeadLetters", "CouponHigh5xxRate",
-                   "CouponJournalBacklog", "CouponRejectedAfterAccept", "CouponEventsRefused"}
+                   "CouponJournalBacklog", "CouponRejectedAfterAccept", "CouponEventsRefused",
+                   "CouponGateFenced"}
 SECRET_SETTINGS = {"DATABASE_URL", "REDIS_URL_WITH_PASSWORD", "JWT_HS256_SECRET", "WEBHOOK_SECRET"}
 # What a production install must give at least: the chart refuses to render without them.
 PRODUCTION = {"auth": {"issuer": "https://id.example.com", "audience": "coupon-api"}}

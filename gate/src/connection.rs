@@ -3,8 +3,8 @@
 //!
 //! Every command the gate sends names keys of one campaign, which share one hash tag, so the
 //! cluster client routes it to that slot's master (following MOVED/ASK and failovers itself).
-//! The only commands without a key are `PING` (readiness: every master answers) and the
-//! `SCRIPT LOAD` at connect (every node).
+//! The only commands without a key are `PING` (readiness: every master answers) and
+//! `SCRIPT LOAD` (every primary, never a replica).
 
 use std::path::PathBuf;
 use std::time::Duration;
@@ -133,27 +133,54 @@ impl Conn {
         ))
     }
 
-    /// Runs one script call by SHA. On `NOSCRIPT` (the node restarted, failed over or had
-    /// its scripts flushed) loads the script on the node owning the call's slot and retries.
+    /// Runs one script call by SHA. On `NOSCRIPT` the server lost its script cache: it
+    /// restarted, failed over, or an operator flushed the scripts. A script that cannot admit
+    /// anyone is loaded on the node owning the call's slot and retried. An admission script is
+    /// not: the caller gets [`GateError::ScriptsMissing`] and must first have every campaign
+    /// this server may have lost fenced (`Gate::secure`), which loads the scripts after.
     async fn evalsha<T: FromRedisValue>(&mut self, call: &Call<'_>) -> Result<T, GateError> {
         match call.cmd.query_async(self).await {
             Err(e) if e.kind() == ErrorKind::Server(ServerErrorKind::NoScript) => {
-                let mut load = redis::cmd("SCRIPT");
-                load.arg("LOAD").arg(call.script.code);
-                match self {
-                    Conn::Single(conn) => load.query_async::<()>(conn).await?,
-                    Conn::Cluster(conn) => {
-                        let owner =
-                            Route::with_slot(Slot::for_key(call.slot_key), SlotAddr::Master);
-                        let routing =
-                            RoutingInfo::SingleNode(SingleNodeRoutingInfo::SpecificNode(owner));
-                        conn.route_command(load, routing).await?;
-                    }
+                if call.script.guarded {
+                    return Err(GateError::ScriptsMissing);
                 }
+                self.load_on_slot(call.script, call.slot_key).await?;
                 Ok(call.cmd.query_async(self).await?)
             }
             result => Ok(result?),
         }
+    }
+
+    async fn load_on_slot(&mut self, script: &Lua, slot_key: &str) -> Result<(), GateError> {
+        let mut load = redis::cmd("SCRIPT");
+        load.arg("LOAD").arg(&script.code);
+        match self {
+            Conn::Single(conn) => load.query_async::<()>(conn).await?,
+            Conn::Cluster(conn) => {
+                let owner = Route::with_slot(Slot::for_key(slot_key), SlotAddr::Master);
+                let routing = RoutingInfo::SingleNode(SingleNodeRoutingInfo::SpecificNode(owner));
+                conn.route_command(load, routing).await?;
+            }
+        }
+        Ok(())
+    }
+
+    /// Loads a script on the server, or on every primary of a cluster. Never on a replica: a
+    /// replica promoted later must answer `NOSCRIPT`, which is how the gate notices it.
+    pub(crate) async fn load_on_primaries(&mut self, script: &Lua) -> Result<(), GateError> {
+        let mut load = redis::cmd("SCRIPT");
+        load.arg("LOAD").arg(&script.code);
+        match self {
+            Conn::Single(conn) => load.query_async::<()>(conn).await?,
+            Conn::Cluster(conn) => {
+                let routing = RoutingInfo::MultiNode((
+                    redis::cluster_routing::MultipleNodeRoutingInfo::AllMasters,
+                    Some(redis::cluster_routing::ResponsePolicy::AllSucceeded),
+                ));
+                conn.route_command(load, routing).await?;
+            }
+        }
+        Ok(())
     }
 }
 
@@ -200,18 +227,37 @@ fn nodes(endpoint: &Endpoint) -> Result<Vec<redis::ConnectionInfo>, GateError> {
     Ok(nodes)
 }
 
-/// One of the gate's Lua scripts: its source and SHA1.
+/// One of the gate's Lua scripts: its source and SHA1, and whether it admits or settles
+/// reservations (`guarded`: never reloaded blindly, see [`Conn::evalsha`]).
 pub(crate) struct Lua {
-    code: &'static str,
+    code: String,
     sha: String,
+    guarded: bool,
 }
 
 impl Lua {
-    pub(crate) fn new(code: &'static str) -> Lua {
+    /// A script that cannot admit anyone (it may be reloaded whenever the server lost it).
+    pub(crate) fn new(code: &str) -> Lua {
         Lua {
-            code,
+            code: code.to_owned(),
             sha: redis::Script::new(code).get_hash().to_owned(),
+            guarded: false,
         }
+    }
+
+    /// An admission script: `reserve`, `release`, `claim`. Loaded only by `Gate::secure`, after
+    /// the campaigns this server may have lost are fenced.
+    pub(crate) fn guarded(code: &str) -> Lua {
+        Lua {
+            guarded: true,
+            ..Lua::new(code)
+        }
+    }
+
+    /// A script sent with `lua/shared.lua` in front of it (which carries the `#!lua` shebang
+    /// and defines `identity()` and `write_settings()`).
+    pub(crate) fn with_shared(body: &str) -> Lua {
+        Lua::new(&format!("{}\n{body}", include_str!("lua/shared.lua")))
     }
 
     /// A call with `keys` (all of one campaign: one slot); ARGV follows with [`Call::arg`].
@@ -223,16 +269,6 @@ impl Lua {
             slot_key: keys.first().copied().unwrap_or_default(),
             cmd,
         }
-    }
-
-    /// Loads the script on every node (at connect, so the first burst does not pay for it).
-    pub(crate) async fn load(&self, conn: &mut Conn) -> Result<(), GateError> {
-        redis::cmd("SCRIPT")
-            .arg("LOAD")
-            .arg(self.code)
-            .query_async::<()>(conn)
-            .await?;
-        Ok(())
     }
 }
 
@@ -247,6 +283,17 @@ impl Call<'_> {
     pub(crate) fn arg(mut self, arg: impl ToRedisArgs) -> Self {
         self.cmd.arg(arg);
         self
+    }
+
+    /// The ledger's settings as the settings scripts take them: total, limit, starts_ms,
+    /// ends_ms, closed (0/1), version.
+    pub(crate) fn settings(self, s: &crate::ledger::Settings) -> Self {
+        self.arg(s.total_stock)
+            .arg(s.per_user_limit)
+            .arg(s.starts_ms)
+            .arg(s.ends_ms)
+            .arg(u8::from(s.closed))
+            .arg(s.version)
     }
 
     pub(crate) async fn invoke<T: FromRedisValue>(&self, conn: &mut Conn) -> Result<T, GateError> {

@@ -49,9 +49,12 @@ pub async fn settings(
     db: &tokio_postgres::Client,
     id: &CampaignId,
 ) -> Result<Option<Settings>, tokio_postgres::Error> {
-    db.query_opt(include_str!("sql/campaigns_select_settings_by_id.sql"), &[&id.0])
-        .await?
-        .as_ref()
-        .map(Settings::from_row)
-        .transpose()
+    db.query_opt(
+        include_str!("sql/campaigns_select_settings_by_id.sql"),
+        &[&id.0],
+    )
+    .await?
+    .as_ref()
+    .map(Settings::from_row)
+    .transpose()
 }

@@ -42,9 +42,10 @@ mod keys;
 pub mod ledger;
 mod reads;
 pub mod reconcile;
+pub mod recovery;
 pub mod rules;
 mod seeding;
-mod settings;
+pub mod settings;
 
 /// The outcome of one reservation attempt.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -53,6 +54,9 @@ pub enum Reservation {
     Accepted {
         seq: u32,
         requested_ms: i64,
+        /// The seed generation it was admitted in: a release names it, so a reservation of an
+        /// earlier generation never touches a newer seed.
+        generation: u64,
     },
     /// The user is at the limit; their newest reservation (absent only after a partial loss).
     Duplicate {
@@ -61,6 +65,12 @@ pub enum Reservation {
     SoldOut,
     NotOpen,
     UnknownCampaign,
+    /// The server may have lost this campaign's admissions: nobody is admitted until it is
+    /// re-seeded from a caught-up ledger.
+    Fenced,
+    /// An operator's change is between the gate and the ledger: nobody is admitted under
+    /// settings it is replacing.
+    Held,
 }
 
 /// A recorded admission, for status reads.
@@ -137,6 +147,10 @@ pub enum GateError {
     Config(String),
     #[error("unexpected reply from the gate script: {0}")]
     Protocol(String),
+    /// The server has none of the admission scripts (restarted, failed over, flushed): the
+    /// campaigns it may have lost must be fenced before they are loaded (`Gate::secure`).
+    #[error("the gate's scripts are not loaded on the server (it restarted or failed over)")]
+    ScriptsMissing,
 }
 
 /// Handle to the gate. Cheap to clone: one multiplexed, self-reconnecting connection (to one
@@ -147,17 +161,28 @@ pub struct Gate {
     prefix: String,
     /// How long after admission an unconfirmed reservation is rolled forward.
     journal_deadline_ms: u64,
+    /// How long a campaign's keys outlive its end.
+    retention_ms: i64,
 }
 
+/// How long a campaign's keys outlive its end by default (`GATE_KEY_RETENTION_MS`).
+pub const DEFAULT_RETENTION: Duration = Duration::from_secs(24 * 3600);
+
 /// The admission scripts, by SHA (`lua/*.lua`).
-static RESERVE: LazyLock<Lua> = LazyLock::new(|| Lua::new(include_str!("lua/reserve.lua")));
-static RELEASE: LazyLock<Lua> = LazyLock::new(|| Lua::new(include_str!("lua/release.lua")));
-static CLAIM: LazyLock<Lua> = LazyLock::new(|| Lua::new(include_str!("lua/claim.lua")));
+static RESERVE: LazyLock<Lua> = LazyLock::new(|| Lua::guarded(include_str!("lua/reserve.lua")));
+static RELEASE: LazyLock<Lua> = LazyLock::new(|| Lua::guarded(include_str!("lua/release.lua")));
+static CLAIM: LazyLock<Lua> = LazyLock::new(|| Lua::guarded(include_str!("lua/claim.lua")));
+
+/// The admission scripts, loaded together by [`Gate::secure`].
+pub(crate) fn guarded_scripts() -> [&'static Lua; 3] {
+    [&RESERVE, &RELEASE, &CLAIM]
+}
 
 impl Gate {
-    /// Connects to the gate's Redis (every node of a cluster) and loads the scripts. Fails
-    /// when the settings do not fit together, a server is unreachable or its certificate does
-    /// not verify: never a fallback to plaintext. `timeout` bounds connecting and each command.
+    /// Connects to the gate's Redis (every node of a cluster). Fails when the settings do not
+    /// fit together, a server is unreachable or its certificate does not verify: never a
+    /// fallback to plaintext. `timeout` bounds connecting and each command. The admission
+    /// scripts are loaded by [`Gate::secure`], never here.
     pub async fn connect(
         endpoint: &Endpoint,
         prefix: &str,
@@ -169,13 +194,26 @@ impl Gate {
             conn,
             prefix: prefix.to_owned(),
             journal_deadline_ms: journal_deadline.as_millis() as u64,
+            retention_ms: DEFAULT_RETENTION.as_millis() as i64,
         };
-        // Load the scripts up front so the first burst does not pay for it.
-        let mut conn = gate.conn.clone();
-        for script in [&*RESERVE, &*RELEASE, &*CLAIM] {
-            script.load(&mut conn).await?;
-        }
         Ok(gate)
+    }
+
+    /// The same gate, keeping a campaign's keys `retention` past its end.
+    pub fn with_retention(mut self, retention: Duration) -> Gate {
+        self.retention_ms = i64::try_from(retention.as_millis()).unwrap_or(i64::MAX);
+        self
+    }
+
+    /// When a campaign ending at `ends_ms` should lose its keys (unix ms).
+    pub(crate) fn expiry_ms(&self, ends_ms: i64) -> i64 {
+        ends_ms.saturating_add(self.retention_ms)
+    }
+
+    /// How long after admission an unconfirmed reservation is rolled forward: also the longest
+    /// an admitted request's event can still be on its way to Kafka.
+    pub fn journal_deadline(&self) -> Duration {
+        Duration::from_millis(self.journal_deadline_ms)
     }
 
     /// Checks and records one request in a single atomic script call.
@@ -187,13 +225,14 @@ impl Gate {
     ) -> Result<Reservation, GateError> {
         let keys = Keys::new(&self.prefix, campaign);
         let mut conn = self.conn.clone();
-        let (outcome, id, seq, now): (String, String, i64, i64) = RESERVE
+        let (outcome, id, seq, now, generation): (String, String, i64, i64, u64) = RESERVE
             .keys(&[
                 &keys.meta,
                 &keys.holders,
                 &keys.slots,
                 &keys.admissions,
                 &keys.journal,
+                &keys.fence,
             ])
             .arg(user.as_str())
             .arg(reservation.simple().to_string())
@@ -204,6 +243,7 @@ impl Gate {
             "accepted" => Reservation::Accepted {
                 seq: u32::try_from(seq).map_err(|_| GateError::Protocol(outcome.clone()))?,
                 requested_ms: now,
+                generation,
             },
             "duplicate" => Reservation::Duplicate {
                 reservation: Uuid::try_parse(&id).ok(),
@@ -211,27 +251,30 @@ impl Gate {
             "sold-out" => Reservation::SoldOut,
             "not-open" => Reservation::NotOpen,
             "unknown" => Reservation::UnknownCampaign,
+            "fenced" => Reservation::Fenced,
+            "held" => Reservation::Held,
             other => return Err(GateError::Protocol(other.to_owned())),
         })
     }
 
     /// Hands an admission's unit back (Kafka definitively refused its event). Idempotent; refuses
-    /// (returns false) once the sweeper claimed the reservation.
-    pub async fn release(&self, issuance: &IssuanceId, reason: &str) -> Result<bool, GateError> {
+    /// (returns false) once the sweeper claimed the reservation, while the campaign is fenced,
+    /// or when it was admitted in another seed `generation`.
+    pub async fn release(
+        &self,
+        issuance: &IssuanceId,
+        generation: u64,
+        reason: &str,
+    ) -> Result<bool, GateError> {
         let keys = Keys::new(&self.prefix, &issuance.campaign);
         let mut conn = self.conn.clone();
+        let mut all = keys.state().to_vec();
+        all.push(&keys.fence);
         let released: i64 = RELEASE
-            .keys(&[
-                &keys.meta,
-                &keys.holders,
-                &keys.slots,
-                &keys.admissions,
-                &keys.journal,
-                &keys.rolling,
-                &keys.released,
-            ])
+            .keys(&all)
             .arg(issuance.reservation.simple().to_string())
             .arg(reason)
+            .arg(generation)
             .invoke(&mut conn)
             .await?;
         Ok(released == 1)
@@ -248,7 +291,7 @@ impl Gate {
         let keys = Keys::new(&self.prefix, campaign);
         let mut conn = self.conn.clone();
         let flat: Vec<String> = CLAIM
-            .keys(&[&keys.admissions, &keys.journal, &keys.rolling])
+            .keys(&[&keys.admissions, &keys.journal, &keys.rolling, &keys.fence])
             .arg(hold.as_millis() as u64)
             .arg(max)
             .invoke(&mut conn)

@@ -56,6 +56,16 @@ impl Gate {
         Ok(())
     }
 
+    /// Whether the campaign is fenced ([`crate::recovery`]).
+    pub async fn fenced(&self, campaign: &CampaignId) -> Result<bool, GateError> {
+        let keys = Keys::new(&self.prefix, campaign);
+        let mut conn = self.conn.clone();
+        Ok(redis::cmd("EXISTS")
+            .arg(&keys.fence)
+            .query_async(&mut conn)
+            .await?)
+    }
+
     /// Reservations not yet confirmed by Kafka.
     pub async fn journal_len(&self, campaign: &CampaignId) -> Result<u64, GateError> {
         let keys = Keys::new(&self.prefix, campaign);

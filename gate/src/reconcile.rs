@@ -1,12 +1,13 @@
 //! Reconciliation: compares what the gate (Redis) and the ledger (PostgreSQL) say about a
-//! campaign, names every breach of the invariants, and can repair the gate from the ledger.
-//! Read-only unless asked to repair. Used by `couponctl verify` and by the fault tests.
+//! campaign and names every breach of the invariants. Read-only: a repair fences the campaign
+//! and re-seeds it the one way a lost gate is re-seeded ([`crate::recovery`]). Used by
+//! `couponctl verify` and by the fault tests.
 
 use std::fmt;
 
 use schema::ids::CampaignId;
 
-use crate::{Gate, GateError, Seed};
+use crate::{Gate, GateError};
 
 /// One campaign, seen from both sides.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -26,6 +27,8 @@ pub struct CampaignReport {
     pub accepted: Option<i64>,
     /// Reservations Kafka has not confirmed yet.
     pub journal: u64,
+    /// The campaign is fenced: the gate may have lost admissions and is being re-seeded.
+    pub fenced: bool,
 }
 
 impl CampaignReport {
@@ -57,6 +60,9 @@ impl CampaignReport {
     /// reservation must then be a coupon, so the gate's reserved count equals the ledger's.
     pub fn quiet_breaches(&self) -> Vec<String> {
         let mut breaches = self.breaches();
+        if self.fenced {
+            breaches.push("fenced: the gate is being re-seeded from the ledger".to_owned());
+        }
         if self.journal > 0 {
             breaches.push(format!(
                 "journal holds {} unconfirmed reservations",
@@ -83,7 +89,7 @@ impl fmt::Display for CampaignReport {
         let show = |v: Option<i64>| v.map_or_else(|| "-".to_owned(), |v| v.to_string());
         write!(
             f,
-            "campaign {}: stock {}, coupons {}, counter {}, rejected {}, gate remaining {}, gate accepted {}, journal {}",
+            "campaign {}: stock {}, coupons {}, counter {}, rejected {}, gate remaining {}, gate accepted {}, journal {}{}",
             self.id,
             self.total_stock,
             self.coupons,
@@ -91,7 +97,8 @@ impl fmt::Display for CampaignReport {
             self.rejected,
             show(self.remaining),
             show(self.accepted),
-            self.journal
+            self.journal,
+            if self.fenced { ", fenced" } else { "" }
         )
     }
 }
@@ -141,54 +148,8 @@ pub async fn report(
         remaining: figures.map(|f| f.remaining),
         accepted: figures.map(|f| f.accepted),
         journal: gate.journal_len(id).await?,
+        fenced: gate.fenced(id).await?,
     })
-}
-
-/// Rebuilds a campaign the gate lost from the ledger: its window, limit and stock left, and who
-/// holds which coupon (`Gate::reseed`). Does nothing (false) when the gate still knows it.
-pub async fn reseed_from_ledger(
-    db: &tokio_postgres::Client,
-    gate: &Gate,
-    id: &CampaignId,
-) -> Result<bool, ReconcileError> {
-    let settings = crate::ledger::settings(db, id)
-        .await?
-        .ok_or(ReconcileError::UnknownCampaign(*id))?;
-    let seed = Seed {
-        total_stock: settings.total_stock,
-        per_user_limit: settings.per_user_limit,
-        starts_ms: settings.starts_ms,
-        ends_ms: settings.ends_ms,
-    };
-    let issued = db
-        .query_one("SELECT issued_count FROM campaigns WHERE id = $1", &[&id.0])
-        .await?
-        .try_get::<_, i32>(0)? as u32;
-    let coupons = db
-        .query(include_str!("sql/coupons_select_by_campaign.sql"), &[&id.0])
-        .await?
-        .iter()
-        .map(|r| {
-            Ok((
-                r.try_get("user_id")?,
-                r.try_get::<_, i32>("seq")? as u32,
-                r.try_get("id")?,
-            ))
-        })
-        .collect::<Result<Vec<(String, u32, uuid::Uuid)>, tokio_postgres::Error>>()?;
-    Ok(gate.reseed(id, seed, issued, &coupons).await?)
-}
-
-/// When quiet, sets the gate's counters to what the ledger holds: remaining = stock - coupons.
-/// Returns whether it changed anything.
-pub async fn repair_counters(gate: &Gate, report: &CampaignReport) -> Result<bool, GateError> {
-    let remaining = report.total_stock - report.coupons;
-    if report.journal > 0 || report.remaining.is_none() || report.remaining == Some(remaining) {
-        return Ok(false);
-    }
-    gate.set_counters(&report.id, remaining, report.coupons)
-        .await?;
-    Ok(true)
 }
 
 #[cfg(test)]
@@ -206,6 +167,7 @@ mod tests {
             remaining: Some(6),
             accepted: Some(4),
             journal: 0,
+            fenced: false,
         }
     }
 

@@ -11,6 +11,10 @@ pub struct CampaignGate {
     pub starts_ms: i64,
     pub ends_ms: i64,
     pub closed: bool,
+    /// Redis may have lost admissions (`recovery`): nobody is admitted until re-seeded.
+    pub fenced: bool,
+    /// An operator's change is between the gate and the ledger.
+    pub held: bool,
 }
 
 /// The answer to one request by a user who already holds `held` reservations.
@@ -27,13 +31,23 @@ pub enum Decision {
         seq: u32,
     },
     SoldOut,
+    /// Fenced: retry later (503).
+    Fenced,
+    /// Held for an operator's change: retry later (503).
+    Held,
 }
 
-/// Checks in a fixed order: window, then the user's limit, then stock. A user at the limit hears
-/// about their own coupon (409) even when stock ran out meanwhile.
+/// Checks in a fixed order: window, then fence and hold, then the user's limit, then stock. A
+/// closed or ended campaign says so even while fenced (its settings come from the ledger); the
+/// holders and stock of a fenced one are not trusted, so nobody hears about them. A user at the
+/// limit hears about their own coupon (409) even when stock ran out meanwhile.
 pub fn decide(gate: &CampaignGate, held: u32, now_ms: i64) -> Decision {
     if gate.closed || now_ms < gate.starts_ms || now_ms >= gate.ends_ms {
         Decision::NotOpen
+    } else if gate.fenced {
+        Decision::Fenced
+    } else if gate.held {
+        Decision::Held
     } else if held >= gate.per_user_limit {
         Decision::AlreadyHeld { seq: held }
     } else if gate.remaining == 0 {
@@ -84,6 +98,34 @@ mod tests {
             starts_ms: 1_000,
             ends_ms: 2_000,
             closed: false,
+            fenced: false,
+            held: false,
+        }
+    }
+
+    #[test]
+    fn a_fenced_or_held_campaign_admits_nobody_but_still_says_it_is_closed() {
+        let gate = open_gate(5, 1);
+        for paused in [
+            CampaignGate {
+                fenced: true,
+                ..gate
+            },
+            CampaignGate { held: true, ..gate },
+        ] {
+            let answer = decide(&paused, 0, 1_500);
+            assert!(
+                matches!(answer, Decision::Fenced | Decision::Held),
+                "{answer:?}"
+            );
+            // Not even a holder hears about the holders of a state that may be lost.
+            assert_eq!(decide(&paused, 1, 1_500), answer);
+            let closed = CampaignGate {
+                closed: true,
+                ..paused
+            };
+            assert_eq!(decide(&closed, 0, 1_500), Decision::NotOpen);
+            assert_eq!(decide(&paused, 0, 2_000), Decision::NotOpen);
         }
     }
 
@@ -127,6 +169,7 @@ mod tests {
                     Decision::AlreadyHeld { seq } => prop_assert_eq!(seq, held_before),
                     Decision::NotOpen => prop_assert!(!(1_000..2_000).contains(&now)),
                     Decision::SoldOut => prop_assert_eq!(model.gate.remaining, 0),
+                    Decision::Fenced | Decision::Held => prop_assert!(false, "never paused here"),
                 }
             }
             prop_assert!(model.accepted <= stock);

@@ -12,16 +12,22 @@ use schema::ids::{CampaignId, UserId};
 use time::OffsetDateTime;
 
 mod cluster;
+mod expiry;
+mod loss;
 mod managed;
 
+/// A gate with its admission scripts loaded (no ledger campaign to check: the tests seed
+/// their own).
 pub async fn connect(endpoint: &Endpoint, prefix: &str) -> Result<Gate, gate::GateError> {
-    Gate::connect(
+    let gate = Gate::connect(
         endpoint,
         prefix,
         Duration::from_secs(2),
         Duration::from_secs(7),
     )
-    .await
+    .await?;
+    gate.secure(&[], 0).await?;
+    Ok(gate)
 }
 
 /// The gate script against the pure rules, on the shared Redis.
@@ -71,6 +77,8 @@ pub async fn script_matches_the_rules(gate: &Gate) -> Vec<CampaignId> {
             starts_ms: window.0,
             ends_ms: window.1,
             closed: false,
+            fenced: false,
+            held: false,
         });
         let mut last_id: HashMap<String, uuid::Uuid> = HashMap::new();
         for _ in 0..40 {

@@ -66,10 +66,15 @@ pub struct Config {
     #[arg(long, env = "SWEEP_INTERVAL_MS", default_value_t = 1_000)]
     pub sweep_interval_ms: u64,
 
-    /// How often the list of live campaigns is re-read from PostgreSQL, and a campaign the gate
-    /// lost (Redis restarted empty) is re-seeded from the ledger.
+    /// How often the live campaigns are re-read from PostgreSQL: their settings re-applied to
+    /// the gate, each checked for lost admissions (fenced if so), their keys' expiry set.
     #[arg(long, env = "RECONCILE_INTERVAL_MS", default_value_t = 5_000)]
     pub reconcile_interval_ms: u64,
+
+    /// How long a campaign's gate keys stay in Redis after its end (at least a minute).
+    #[arg(long, env = "GATE_KEY_RETENTION_MS", default_value_t = 86_400_000,
+          value_parser = clap::value_parser!(u64).range(60_000..))]
+    pub gate_key_retention_ms: u64,
 
     /// PostgreSQL, used by operator routes and issuance status reads (never by the issuance path).
     #[command(flatten)]

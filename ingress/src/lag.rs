@@ -12,6 +12,8 @@ const TIMEOUT: Duration = Duration::from_secs(2);
 
 pub struct Lag {
     client: Arc<BaseConsumer>,
+    /// The same reader, as the gate's recovery reads the log.
+    pub log: gate::recovery::GroupLog,
     topic: String,
     state: tokio::sync::Mutex<State>,
 }
@@ -31,8 +33,10 @@ impl Lag {
         topic: &str,
     ) -> Result<Lag, rdkafka::error::KafkaError> {
         let client: BaseConsumer = kafka.reader("coupon-ingress-lag", group).create()?;
+        let client = Arc::new(client);
         Ok(Lag {
-            client: Arc::new(client),
+            log: gate::recovery::GroupLog::new(client.clone(), topic),
+            client,
             topic: topic.to_owned(),
             state: tokio::sync::Mutex::default(),
         })

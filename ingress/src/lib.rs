@@ -65,8 +65,10 @@ pub struct App {
     pub metrics: metrics::Metrics,
     /// Public campaign reads, served from memory.
     pub public: campaigns::public::Cache,
-    /// The consumer group's lag, for the operator view.
+    /// The consumer group's lag, for the operator view and the gate's recovery.
     pub lag: lag::Lag,
+    /// Loss checks and re-seeding after Redis lost writes.
+    pub recovery: issue::recovery::Recovery,
 }
 
 impl App {
@@ -83,7 +85,8 @@ impl App {
             config.journal_deadline(),
         )
         .await
-        .context("connecting to REDIS_URL")?;
+        .context("connecting to REDIS_URL")?
+        .with_retention(Duration::from_millis(config.gate_key_retention_ms));
         // Issuance answers 503 until the event keys are read (retried every second).
         let event_keys =
             service::event_keys::EventKeys::start(postgres.clone(), &config.event_keys).await;
@@ -131,6 +134,7 @@ impl App {
             metrics: metrics::Metrics::new(),
             public,
             lag,
+            recovery: issue::recovery::Recovery::default(),
         });
         if app.keys.from_url() {
             // A key the identity provider withdrew stops verifying within the interval. The task

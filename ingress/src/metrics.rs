@@ -29,6 +29,14 @@ pub struct Metrics {
     pub jwks_refreshes: Gauge,
     readiness_checks: Counter,
     dependency_up: Family<[Label; 1], Gauge>,
+    /// Campaigns fenced now (this pod's view): admitting nobody until re-seeded.
+    pub gate_fenced: Gauge,
+    /// Fences this pod saw appear.
+    pub gate_fences: Counter,
+    /// Loss checks run because a script call answered NOSCRIPT.
+    pub gate_secured: Counter,
+    gate_reseeds: Counter,
+    gate_fence_duration: Histogram,
 }
 
 /// How a reservation ended, as counted.
@@ -39,6 +47,10 @@ pub enum Outcome {
     SoldOut,
     NotOpen,
     UnknownCampaign,
+    /// The campaign is fenced (Redis may have lost its admissions).
+    Fenced,
+    /// An operator's change is being applied.
+    Held,
     /// Redis failed or timed out.
     Unavailable,
 }
@@ -70,6 +82,13 @@ impl Metrics {
             jwks_refreshes: Gauge::default(),
             readiness_checks: Counter::default(),
             dependency_up: Family::default(),
+            gate_fenced: Gauge::default(),
+            gate_fences: Counter::default(),
+            gate_secured: Counter::default(),
+            gate_reseeds: Counter::default(),
+            gate_fence_duration: Histogram::new([
+                1.0, 2.5, 5.0, 10.0, 20.0, 40.0, 80.0, 160.0, 320.0,
+            ]),
         };
         let mut registry = Registry::default();
         metrics.register(&mut registry);
@@ -151,6 +170,44 @@ impl Metrics {
             "Whether the last readiness check reached the dependency (1) or not (0)",
             metrics.dependency_up.clone(),
         );
+        metrics.register_gate(registry);
+    }
+
+    /// The series of the gate's loss checks and re-seeding.
+    fn register_gate(&self, registry: &mut Registry) {
+        let metrics = self;
+        registry.register(
+            "coupon_gate_fenced_campaigns",
+            "Campaigns fenced now: Redis may have lost their admissions, nobody is admitted until re-seeded",
+            metrics.gate_fenced.clone(),
+        );
+        registry.register(
+            "coupon_gate_fences",
+            "Fences this process saw appear (a Redis restart, failover, restore or lost keys)",
+            metrics.gate_fences.clone(),
+        );
+        registry.register(
+            "coupon_gate_loss_checks",
+            "Loss checks run because a script call answered NOSCRIPT",
+            metrics.gate_secured.clone(),
+        );
+        registry.register(
+            "coupon_gate_reseeds",
+            "Campaigns this process re-seeded from the caught-up ledger",
+            metrics.gate_reseeds.clone(),
+        );
+        registry.register(
+            "coupon_gate_fence_duration_seconds",
+            "How long a campaign admitted nobody, from fence to re-seed",
+            metrics.gate_fence_duration.clone(),
+        );
+    }
+
+    /// A fenced campaign was re-seeded after `fenced_ms`.
+    pub fn gate_reseeded(&self, fenced_ms: i64) {
+        self.gate_reseeds.inc();
+        self.gate_fence_duration
+            .observe(fenced_ms.max(0) as f64 / 1_000.0);
     }
 
     pub fn request(&self, route: &'static str, status: u16, started: Instant) {
@@ -172,6 +229,8 @@ impl Metrics {
             Outcome::SoldOut => "sold_out",
             Outcome::NotOpen => "not_open",
             Outcome::UnknownCampaign => "unknown_campaign",
+            Outcome::Fenced => "fenced",
+            Outcome::Held => "held",
             Outcome::Unavailable => "unavailable",
         };
         self.reservations.get_or_create(&[("outcome", label)]).inc();

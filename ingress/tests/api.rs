@@ -391,7 +391,7 @@ async fn released_reservation_returns_its_stock_once() {
         stack
             .app
             .gate
-            .release(&issuance, "kafka-refused")
+            .release(&issuance, 1, "kafka-refused")
             .await
             .unwrap()
     );
@@ -399,7 +399,7 @@ async fn released_reservation_returns_its_stock_once() {
         !stack
             .app
             .gate
-            .release(&issuance, "kafka-refused")
+            .release(&issuance, 1, "kafka-refused")
             .await
             .unwrap()
     );
@@ -430,7 +430,7 @@ async fn released_reservation_returns_its_stock_once() {
         !stack
             .app
             .gate
-            .release(&ivan, "kafka-refused")
+            .release(&ivan, 1, "kafka-refused")
             .await
             .unwrap()
     );
@@ -501,7 +501,7 @@ async fn an_admission_whose_event_was_never_produced_is_rolled_forward() {
         !stack
             .app
             .gate
-            .release(&issuance, "kafka-refused")
+            .release(&issuance, 1, "kafka-refused")
             .await
             .unwrap()
     );
@@ -546,4 +546,43 @@ async fn a_campaign_the_gate_lost_is_reseeded_from_the_ledger() {
     assert_eq!(stack.request(&campaign, "jung").await.status(), 202);
     assert_eq!(stack.request(&campaign, "kang").await.status(), 410);
     stack.fixture.wait_for_coupons(&campaign, 5).await;
+}
+
+/// Bounded Redis memory: the sweeper gives every key of a live campaign, the ones admissions
+/// created included, an expiry at the campaign's end plus `GATE_KEY_RETENTION_MS`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_sweeper_lets_every_gate_key_expire_after_the_campaign() {
+    let stack = Stack::ingress_with(&["--gate-key-retention-ms=120000"]).await;
+    let campaign = stack.open_campaign(5, 1).await;
+    for user in ["kim", "lee"] {
+        assert_eq!(stack.request(&campaign, user).await.status(), 202);
+    }
+    let view = stack.admin_campaign(&campaign).await;
+    let ends_at = time::OffsetDateTime::parse(
+        view["ends_at"].as_str().unwrap(),
+        &time::format_description::well_known::Rfc3339,
+    )
+    .unwrap();
+    let expiry_ms = (ends_at.unix_timestamp_nanos() / 1_000_000) as i64 + 120_000;
+    let redis = stack.fixture.redis().await;
+    let pattern = format!("{}{{c:{campaign}}}:*", stack.fixture.redis_prefix);
+    testkit::eventually(Duration::from_secs(20), "every key's expiry", || async {
+        let mut redis = redis.clone();
+        let keys: Vec<String> = redis::cmd("KEYS")
+            .arg(&pattern)
+            .query_async(&mut redis)
+            .await
+            .ok()?;
+        let mut all = keys.len() >= 4;
+        for key in &keys {
+            let at: i64 = redis::cmd("PEXPIRETIME")
+                .arg(key)
+                .query_async(&mut redis)
+                .await
+                .ok()?;
+            all &= at == expiry_ms;
+        }
+        all.then_some(())
+    })
+    .await;
 }

@@ -7,7 +7,7 @@ mod lag;
 mod report;
 
 pub use client::{ClientBuilder, GUARDED, KafkaArgs, PROPERTY_PREFIX, Properties};
-pub use lag::{behind, group_lag};
+pub use lag::{behind, committed_past, end_offsets, group_lag};
 pub use report::{BrokerErrors, KafkaFailure, Reporter};
 
 use std::collections::HashMap;

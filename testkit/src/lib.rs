@@ -9,10 +9,13 @@
 //! - [`api`]: [`Api`], the HTTP client of the public and operator API that every harness
 //!   speaks through, and [`burst`], many users at once.
 //! - [`procs`]: real processes (a private Redis and broker, the workspace's binaries), killed
-//!   when dropped; [`proxy`]: a TCP proxy that can take a server away; [`raw_kafka`]: one
+//!   when dropped; [`redis_faults`]: that Redis as production runs it (AOF everysec) and the
+//!   ways it loses acknowledged writes; [`proxy`]: a TCP proxy that can take a server away or
+//!   point to another one; [`raw_kafka`]: one
 //!   record produced byte for byte (headers no client library would write); [`certs`]: a
 //!   throwaway certificate authority for the TLS tests.
 //! - [`broker_tls`]: a private broker reached as a managed Kafka is, over TLS and SCRAM.
+//! - [`gate_copy`]: the gate's copy of a campaign's operator settings next to the ledger's.
 //! - [`world`]: [`World`], the whole pipeline as processes on services of its own, for the
 //!   suites that span processes and inject faults, with the invariant check they end on.
 //!
@@ -26,11 +29,13 @@ pub mod broker_tls;
 pub mod burst;
 pub mod certs;
 pub mod fixture;
+pub mod gate_copy;
 pub mod ledger;
 pub mod pg_tls;
 pub mod procs;
 pub mod proxy;
 pub mod raw_kafka;
+pub mod redis_faults;
 pub mod redis_servers;
 pub mod token;
 pub mod world;

@@ -1,8 +1,11 @@
-//! Real processes: private Redis and Kafka-compatible brokers on free ports (a test may stop,
-//! pause or wipe them), and the workspace's binaries, each killed when dropped.
+//! Real processes: private Redis (in [`crate::redis_faults`]) and Kafka-compatible brokers on
+//! free ports (a test may stop, pause or wipe them), and the workspace's binaries, each killed
+//! when dropped.
 
 use std::process::{Child, Command, Stdio};
 use std::time::Duration;
+
+pub use crate::redis_faults::PrivateRedis;
 
 /// A child process, SIGKILLed and reaped on drop.
 pub struct Proc {
@@ -72,6 +75,7 @@ impl Drop for Proc {
         let _ = Command::new("kill")
             .arg("-CONT")
             .arg(self.child.id().to_string())
+            .stderr(Stdio::null())
             .status();
         let _ = self.child.kill();
         let _ = self.child.wait();
@@ -94,58 +98,6 @@ pub async fn wait_port(port: u16, what: &str) {
             .map(|_| ())
     })
     .await;
-}
-
-/// A Redis of this test alone (no persistence: a restart starts empty).
-pub struct PrivateRedis {
-    pub port: u16,
-    proc: Option<Proc>,
-}
-
-impl PrivateRedis {
-    pub async fn start() -> PrivateRedis {
-        let mut redis = PrivateRedis {
-            port: free_port(),
-            proc: None,
-        };
-        redis.launch().await;
-        redis
-    }
-
-    async fn launch(&mut self) {
-        let dir = std::env::temp_dir();
-        self.proc = Some(Proc::spawn(
-            Command::new("redis-server")
-                .args(["--bind", "127.0.0.1", "--save", "", "--appendonly", "no"])
-                .arg("--port")
-                .arg(self.port.to_string())
-                .arg("--dir")
-                .arg(dir),
-        ));
-        wait_port(self.port, "private redis").await;
-    }
-
-    pub fn url(&self) -> String {
-        format!("redis://127.0.0.1:{}/0", self.port)
-    }
-
-    /// Kills Redis and starts it again, empty: acknowledged writes are lost.
-    pub async fn restart_empty(&mut self) {
-        if let Some(proc) = self.proc.take() {
-            proc.kill();
-        }
-        self.launch().await;
-    }
-
-    pub fn stop(&mut self) {
-        if let Some(proc) = self.proc.take() {
-            proc.kill();
-        }
-    }
-
-    pub async fn start_again(&mut self) {
-        self.launch().await;
-    }
 }
 
 /// A Kafka-compatible broker (Tansu, memory storage) of this test alone.

@@ -3,17 +3,19 @@
 //! **Invariant:** every coupon insert happens after `campaigns_lock_by_ids.sql` locked its
 //! campaign row, and moves `issued_count` in the same statement; the CHECK on `issued_count`
 //! and the UNIQUE (campaign_id, user_id, seq) key refuse an oversell or a duplicate even if the
-//! planning above them were wrong.
+//! planning above them were wrong. A planned row that does not go in (a conflict nobody
+//! foresaw) fails the batch ([`StoreError::Unplanned`]): it is never silently dropped.
 
 use std::collections::{HashMap, HashSet};
 use std::time::{Duration, Instant};
 
 use deadpool_postgres::Transaction;
+use schema::time::unix_ms;
 use tokio_postgres::error::SqlState;
 use uuid::Uuid;
 
 use super::decode::Issuance;
-use super::plan::{Facts, Rejection, plan};
+use super::plan::{Campaign, Facts, Rejection, plan};
 
 /// What one committed batch did.
 #[derive(Debug, Default, Clone, PartialEq, Eq)]
@@ -34,6 +36,14 @@ pub enum StoreError {
     Pool(#[from] deadpool_postgres::PoolError),
     #[error("database: {0}")]
     Db(#[from] tokio_postgres::Error),
+    /// The database wrote fewer (or more) rows than the plan holds: a conflict the plan did
+    /// not foresee. The batch is rolled back rather than losing an issuance.
+    #[error("{planned} {rows} planned, {written} written: the batch is rolled back")]
+    Unplanned {
+        rows: &'static str,
+        planned: u64,
+        written: u64,
+    },
 }
 
 impl StoreError {
@@ -45,6 +55,7 @@ impl StoreError {
                 e.code(),
                 Some(&SqlState::CHECK_VIOLATION | &SqlState::UNIQUE_VIOLATION)
             ),
+            StoreError::Unplanned { .. } => true,
             // Pool errors are connection trouble: transient.
             StoreError::Pool(_) => false,
         }
@@ -99,34 +110,44 @@ impl Ledger {
 /// What the ledger already holds for the batch. The campaigns are locked first, so nothing read
 /// after can change before the commit.
 async fn read_facts(tx: &Transaction<'_>, batch: &[Issuance]) -> Result<Facts, StoreError> {
-    let capacity = lock_campaigns(tx, batch).await?;
+    let campaigns = lock_campaigns(tx, batch).await?;
     Ok(Facts {
-        capacity,
+        campaigns,
         settled: settled(tx, batch).await?,
-        taken: taken_slots(tx, batch).await?,
+        held: held(tx, batch).await?,
     })
 }
 
-/// Locks the batch's campaigns (in id order) and returns how many coupons each can still take;
-/// a campaign missing from the answer does not exist.
+/// Locks the batch's campaigns (in id order) and returns each one's rules and how many coupons
+/// it can still take; a campaign missing from the answer does not exist.
 async fn lock_campaigns(
     tx: &Transaction<'_>,
     batch: &[Issuance],
-) -> Result<HashMap<Uuid, i64>, StoreError> {
+) -> Result<HashMap<Uuid, Campaign>, StoreError> {
     let mut campaigns: Vec<Uuid> = batch.iter().map(|i| i.campaign).collect();
     campaigns.sort_unstable();
     campaigns.dedup();
     let lock = tx
         .prepare_cached(include_str!("../sql/campaigns_lock_by_ids.sql"))
         .await?;
-    let mut capacity = HashMap::new();
+    let mut locked = HashMap::new();
     let mut unannounced: Vec<Uuid> = Vec::new();
     for row in tx.query(&lock, &[&campaigns]).await? {
-        let campaign = row.try_get(0)?;
-        capacity.insert(campaign, row.try_get::<_, i32>(1)?.into());
-        if !row.try_get::<_, bool>(2)? {
+        let campaign = row.try_get("id")?;
+        if !row.try_get::<_, bool>("opened_announced")? {
             unannounced.push(campaign);
         }
+        let closed_at: Option<time::OffsetDateTime> = row.try_get("closed_at")?;
+        locked.insert(
+            campaign,
+            Campaign {
+                capacity: row.try_get::<_, i32>("capacity")?.into(),
+                per_user_limit: row.try_get("per_user_limit")?,
+                starts_ms: unix_ms(row.try_get("starts_at")?),
+                ends_ms: unix_ms(row.try_get("ends_at")?),
+                closed_ms: closed_at.map(unix_ms),
+            },
+        );
     }
     if !unannounced.is_empty() {
         // An admission proves the campaign opened: its `opened` event is queued before the
@@ -136,7 +157,7 @@ async fn lock_campaigns(
             .await?;
         tx.execute(&announce, &[&Some(unannounced)]).await?;
     }
-    Ok(capacity)
+    Ok(locked)
 }
 
 /// The batch's issuance ids the ledger already settled, as a coupon or a rejection.
@@ -152,27 +173,29 @@ async fn settled(tx: &Transaction<'_>, batch: &[Issuance]) -> Result<HashSet<Uui
         .collect::<Result<_, _>>()?)
 }
 
-/// The batch's (campaign, user, seq) slots some coupon already holds.
-async fn taken_slots(
+/// The seqs at which each (campaign, user) of the batch already holds a coupon.
+async fn held(
     tx: &Transaction<'_>,
     batch: &[Issuance],
-) -> Result<HashSet<(Uuid, String, i32)>, StoreError> {
-    let slots = tx
-        .prepare_cached(include_str!("../sql/coupons_select_slots.sql"))
+) -> Result<HashMap<(Uuid, String), HashSet<i32>>, StoreError> {
+    let statement = tx
+        .prepare_cached(include_str!("../sql/coupons_select_held_by_users.sql"))
         .await?;
     let columns = Columns::of(batch.iter());
-    let mut taken = HashSet::new();
+    let mut held: HashMap<(Uuid, String), HashSet<i32>> = HashMap::new();
     for row in tx
-        .query(&slots, &[&columns.campaign, &columns.user, &columns.seq])
+        .query(&statement, &[&columns.campaign, &columns.user])
         .await?
     {
-        taken.insert((row.try_get(0)?, row.try_get(1)?, row.try_get(2)?));
+        held.entry((row.try_get(0)?, row.try_get(1)?))
+            .or_default()
+            .insert(row.try_get(2)?);
     }
-    Ok(taken)
+    Ok(held)
 }
 
 /// Inserts the planned coupons (with their counter moves and outbox rows, one statement).
-/// Returns how many rows went in.
+/// Returns how many rows went in: all of them, or the batch fails.
 async fn insert_coupons(tx: &Transaction<'_>, insert: &[&Issuance]) -> Result<u64, StoreError> {
     if insert.is_empty() {
         return Ok(0);
@@ -194,7 +217,25 @@ async fn insert_coupons(tx: &Transaction<'_>, insert: &[&Issuance]) -> Result<u6
             ],
         )
         .await?;
-    Ok(row.try_get::<_, i64>(0)? as u64)
+    let written = row.try_get::<_, i64>(0)? as u64;
+    all_written("coupons", insert.len(), written)?;
+    Ok(written)
+}
+
+/// Every planned row was written, or the batch fails and rolls back: a row the database skipped
+/// (`ON CONFLICT DO NOTHING` on a conflict the plan did not foresee) would otherwise be an
+/// issuance that is neither a coupon nor a rejection while its offset moves on.
+fn all_written(rows: &'static str, planned: usize, written: u64) -> Result<(), StoreError> {
+    let planned = planned as u64;
+    if planned == written {
+        Ok(())
+    } else {
+        Err(StoreError::Unplanned {
+            rows,
+            planned,
+            written,
+        })
+    }
 }
 
 /// Records the refused admissions. Returns their count by reason.
@@ -210,8 +251,10 @@ async fn insert_rejections(
         .await?;
     let c = Columns::of(reject.iter().map(|(i, _)| *i));
     let reasons: Vec<&str> = reject.iter().map(|(_, r)| r.as_str()).collect();
-    tx.execute(&statement, &[&c.id, &c.campaign, &c.user, &c.seq, &reasons])
+    let written = tx
+        .execute(&statement, &[&c.id, &c.campaign, &c.user, &c.seq, &reasons])
         .await?;
+    all_written("rejections", reject.len(), written)?;
     let mut by_reason: HashMap<&'static str, u64> = HashMap::new();
     for (_, rejection) in reject {
         *by_reason.entry(rejection.as_str()).or_default() += 1;

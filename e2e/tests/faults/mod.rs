@@ -6,3 +6,6 @@
 //! and consumer as real processes), so cases run in parallel with everything else.
 
 mod cases;
+mod operator;
+mod redis_loss;
+mod release;

@@ -54,6 +54,6 @@ async fn k6_drop_scenario_smoke() {
 
     // The invariant checker, as a load tester runs it afterwards.
     let campaign = summary["campaign_id"].as_str().unwrap();
-    let report = world.check(campaign, &[], false).await;
+    let report = world.check(campaign, &[]).await;
     assert_eq!(report.coupons, 150);
 }

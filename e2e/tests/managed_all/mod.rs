@@ -104,6 +104,7 @@ async fn issuance_over_tls_to_postgresql_redis_and_kafka_in_production() {
         redis: Some(redis.endpoint()),
         broker: Some(broker),
         fixture: Some(fixture),
+        redis_proxy: false,
     };
     let mut world = World::start_on_services("all-tls", env, services).await;
     world.signer = Some(DevSecret {
@@ -130,7 +131,7 @@ async fn issuance_over_tls_to_postgresql_redis_and_kafka_in_production() {
     let count = |status: u16| answers.iter().filter(|a| a.status == status).count();
     assert_eq!((count(202), count(410)), (60, 60), "{answers:?}");
     // Every 202 persisted (the check waits for each), nothing rejected, no invariant broken.
-    let report = world.check(&campaign, &answers, false).await;
+    let report = world.check(&campaign, &answers).await;
     assert_eq!((report.coupons, report.rejected), (60, 0));
 
     let fixture = &world.fixture;

@@ -15,7 +15,7 @@ async fn burst_then_verify(world: &World) {
     let answers = world
         .burst(&campaign, users("k-", 0..120), 24, progress)
         .await;
-    let report = world.check(&campaign, &answers, false).await;
+    let report = world.check(&campaign, &answers).await;
     assert_eq!(report.coupons, 60, "the whole stock issued");
     let stdout = world.couponctl_verify();
     let line = format!("campaign {campaign}: stock 60, coupons 60, counter 60, rejected 0");

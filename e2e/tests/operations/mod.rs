@@ -67,7 +67,7 @@ async fn sigterm_mid_burst_loses_no_accepted_request_and_exits_zero() {
         "only 202 or a refused connection after close: {statuses:?}"
     );
     let accepted = answers.iter().filter(|a| a.status == 202).count();
-    let report = world.check(&campaign, &answers, false).await;
+    let report = world.check(&campaign, &answers).await;
     assert_eq!(report.coupons as usize, accepted);
 
     // The consumer stops as cleanly: not ready, offsets committed, group left, status 0.

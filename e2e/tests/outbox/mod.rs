@@ -150,7 +150,7 @@ async fn every_coupon_gets_one_issued_event_id_through_consumer_kills() {
         "no delivery id beyond one per coupon"
     );
     assert_verified(&hook);
-    world.check(&campaign, &answers, false).await;
+    world.check(&campaign, &answers).await;
 }
 
 /// In the Standard Webhooks form: `whsec_` and the base64 of a 24-byte key.

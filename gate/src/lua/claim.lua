@@ -4,10 +4,15 @@
 -- no other sweeper takes them before that new deadline. Entries without an admission record
 -- (cleaned up elsewhere) are dropped from the journal.
 --
--- KEYS[1] admissions, KEYS[2] journal, KEYS[3] rolling
+-- KEYS[1] admissions, KEYS[2] journal, KEYS[3] rolling, KEYS[4] fence
 -- ARGV[1] claim duration (ms), ARGV[2] most entries to claim
 --
 -- Returns a flat list: reservation, admission value, reservation, admission value, ...
+-- Empty while the campaign is fenced: the re-seed settles its journal from the ledger.
+
+if redis.call('EXISTS', KEYS[4]) == 1 then
+  return {}
+end
 
 local t = redis.call('TIME')
 local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)

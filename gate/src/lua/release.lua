@@ -5,12 +5,17 @@
 --
 -- KEYS[1] meta, KEYS[2] holders, KEYS[3] slots, KEYS[4] admissions, KEYS[5] journal
 -- (as in reserve.lua), KEYS[6] rolling (hash: reservations the sweeper claimed),
--- KEYS[7] released (hash: reservation uuid -> "<reason>:<user>")
--- ARGV[1] reservation uuid (32 hex), ARGV[2] reason
+-- KEYS[7] released (hash: reservation uuid -> "<reason>:<user>"), KEYS[8] fence
+-- ARGV[1] reservation uuid (32 hex), ARGV[2] reason, ARGV[3] the seed generation the
+-- reservation was admitted in
 --
--- Returns 1 when it released, 0 when there was nothing it may release.
+-- Returns 1 when it released, 0 when there was nothing it may release. Nothing is released
+-- while the campaign is fenced or into another generation's seed: the re-seed settles those
+-- reservations from the ledger.
 
-if redis.call('HEXISTS', KEYS[6], ARGV[1]) == 1 then
+if redis.call('EXISTS', KEYS[8]) == 1
+  or (redis.call('HGET', KEYS[1], 'gen') or '0') ~= ARGV[3]
+  or redis.call('HEXISTS', KEYS[6], ARGV[1]) == 1 then
   return 0
 end
 local admission = redis.call('HGET', KEYS[4], ARGV[1])

@@ -1,13 +1,19 @@
-//! Operator routes: create a campaign (PostgreSQL first, then the gate), list them, change it
-//! and close it. Reading one is `store::detail`.
+//! Operator routes: create a campaign (the gate seeded inside the ledger's transaction), list
+//! them, change it and close it. Reading one is `store::detail`.
 //!
-//! Changes keep the ledger ahead of the gate: PostgreSQL is updated first (its guarded counter
-//! then allows the new stock), the gate second with absolute values (`adjust.lua`), so a retry
-//! after a Redis failure completes the change and the gate never admits more than the ledger
-//! accepts. Stock and the window's end only grow; the per-user limit, the discount and the
-//! validity change only before the start; a closed or ended campaign stays as it is.
+//! A change locks the campaign's ledger row, has the gate hold the campaign's admissions when it
+//! narrows them (a close; the limit, discount or validity), commits with the next
+//! `settings_version`, then has the gate apply that version, which lifts the hold (`sync`).
+//! Changes of one campaign thus commit one after the other, the gate applies them in that order
+//! whatever order its calls arrive in, and nobody is admitted under settings a committed change
+//! forbids. Stock and the window's end only grow; the per-user limit, the discount and the
+//! validity change only before the start, by the ledger's clock and the gate's; a closed or
+//! ended campaign stays as it is.
+
+use std::collections::HashMap;
 
 use gate::Seed;
+use gate::ledger::Settings as LedgerSettings;
 use schema::campaign::{
     CampaignStatus, Discount, MAX_STOCK, PER_USER_LIMITS, VALID_DAYS, in_utc_range, name_problem,
 };
@@ -19,6 +25,7 @@ use tokio_postgres::Row;
 use uuid::Uuid;
 
 use super::store::{self, CampaignView};
+use super::sync;
 use crate::App;
 use crate::http::paging::{self, Page};
 use crate::http::problem::Problem;
@@ -83,12 +90,13 @@ pub async fn create(app: &App, body: &[u8]) -> Result<CampaignView, Problem> {
     new.validate()
         .map_err(|problems| Problem::BadRequest(problems.join("; ")))?;
     let id = CampaignId(Uuid::now_v7());
-    let db = app.db().await?;
-    let statement = db
+    let mut db = app.db().await?;
+    let tx = db.transaction().await?;
+    let statement = tx
         .prepare_cached(include_str!("../sql/campaigns_insert.sql"))
         .await?;
     let kind = new.discount.kind.as_str();
-    db.execute(
+    tx.execute(
         &statement,
         &[
             &id.0,
@@ -104,7 +112,8 @@ pub async fn create(app: &App, body: &[u8]) -> Result<CampaignView, Problem> {
     )
     .await?;
 
-    // The ledger row exists first, so the gate never admits for a campaign the ledger lacks.
+    // The gate is seeded before the row commits: every committed campaign has its gate keys,
+    // and the gate never admits for a campaign the ledger lacks (nobody knows the id yet).
     let seed = Seed {
         total_stock: new.total_stock,
         per_user_limit: new.per_user_limit,
@@ -112,14 +121,17 @@ pub async fn create(app: &App, body: &[u8]) -> Result<CampaignView, Problem> {
         ends_ms: unix_ms(new.ends_at),
     };
     if let Err(e) = app.gate.seed(&id, seed).await {
-        tracing::warn!(campaign = %id, error = %e, "seeding the gate failed; undoing the campaign");
-        let undo = db
-            .prepare_cached(include_str!("../sql/campaigns_delete_by_id.sql"))
-            .await?;
-        db.execute(&undo, &[&id.0]).await?;
+        tracing::warn!(campaign = %id, error = %e, "seeding the gate failed; the campaign is not created");
+        let _ = tx.rollback().await;
         return Err(Problem::unavailable(
             "redis is unavailable; the campaign was not created",
         ));
+    }
+    if let Err(e) = tx.commit().await {
+        if let Err(e) = app.gate.forget(&id).await {
+            tracing::warn!(campaign = %id, error = %e, "removing the seed of an uncreated campaign failed");
+        }
+        return Err(e.into());
     }
     store::view(app, &db, &id).await?.ok_or(Problem::Internal)
 }
@@ -158,7 +170,10 @@ struct Settings {
     coupon_valid_days: i32,
 }
 
-/// Applies a change; refuses (409) what the campaign's state does not allow.
+/// Applies a change; refuses (409) what the campaign's state does not allow. The campaign's row
+/// stays locked from the first read to the commit; a change that narrows admissions (the limit,
+/// discount or validity) has the gate hold them from before the commit until it applied the
+/// change (`sync`).
 pub async fn update(app: &App, id: &CampaignId, body: &[u8]) -> Result<CampaignView, Problem> {
     let change: CampaignChange = serde_json::from_slice(body)
         .map_err(|e| Problem::BadRequest(format!("invalid change: {e}")))?;
@@ -173,35 +188,107 @@ pub async fn update(app: &App, id: &CampaignId, body: &[u8]) -> Result<CampaignV
         }
         return close(app, id).await;
     }
-    let db = app.db().await?;
-    let current = store::view(app, &db, id)
+    let mut db = app.db().await?;
+    let tx = db.transaction().await?;
+    let (current, ledger) = lock(&tx, id)
         .await?
         .ok_or(Problem::NotFound("unknown campaign"))?;
     let next = settle(&change, &current)?;
-    let statement = db
+    // Both clocks must say "before the start" for what may change only then: the ledger's
+    // (`settle`, and the UPDATE's guards) and the gate's, which stamps admissions. Such a change
+    // holds the gate's admissions until it applied; more stock or a later end need no hold.
+    let pending = match before_start_only(&next, &current) {
+        Some(what) => {
+            let pending = sync::hold(app, &ledger).await?;
+            if pending.started() {
+                pending.abandon(tx).await;
+                return Err(before_start(what));
+            }
+            pending
+        }
+        None => sync::unheld(app, &ledger),
+    };
+    let statement = tx
         .prepare_cached(include_str!("../sql/campaigns_update_settings_by_id.sql"))
-        .await?;
-    let row = db
-        .query_opt(
-            &statement,
-            &[
-                &id.0,
-                &(next.total_stock as i32),
-                &next.per_user_limit,
-                &next.ends_at,
-                &next.discount.kind.as_str(),
-                &next.discount.value,
-                &next.coupon_valid_days,
-            ],
-        )
-        .await?
-        .ok_or_else(|| Problem::ChangeRefused("the campaign is closed or has ended".to_owned()))?;
-    apply_to_gate(app, id, &row).await?;
+        .await;
+    let updated = match statement {
+        Ok(statement) => tx
+            .query_opt(
+                &statement,
+                &[
+                    &id.0,
+                    &(next.total_stock as i32),
+                    &next.per_user_limit,
+                    &next.ends_at,
+                    &next.discount.kind.as_str(),
+                    &next.discount.value,
+                    &next.coupon_valid_days,
+                ],
+            )
+            .await
+            .map_err(Problem::from),
+        Err(e) => Err(e.into()),
+    };
+    let changed = finish(pending, tx, updated, "the campaign is closed or has ended").await?;
+    sync::apply(app, &changed).await?;
     store::view(app, &db, id).await?.ok_or(Problem::Internal)
 }
 
+/// The campaign's ledger row, locked until the transaction ends, as the operator view (its
+/// status by the ledger's clock) and as the settings the gate enforces.
+async fn lock(
+    tx: &deadpool_postgres::Transaction<'_>,
+    id: &CampaignId,
+) -> Result<Option<(CampaignView, LedgerSettings)>, Problem> {
+    let statement = tx
+        .prepare_cached(include_str!("../sql/campaigns_lock_by_id.sql"))
+        .await?;
+    let Some(row) = tx.query_opt(&statement, &[&id.0]).await? else {
+        return Ok(None);
+    };
+    let mut view = store::from_row(id, &row, None, &HashMap::new())?;
+    let closed_at: Option<OffsetDateTime> = row.try_get("closed_at")?;
+    view.status = CampaignStatus::at(
+        row.try_get("ledger_now")?,
+        view.starts_at,
+        view.ends_at,
+        closed_at,
+    );
+    Ok(Some((view, LedgerSettings::from_row(&row)?)))
+}
+
+/// Commits a held change whose UPDATE answered `updated` (no row: the campaign's state refused
+/// it, `refused` says why). Anything but a committed change of the held version lifts the hold
+/// and rolls back.
+async fn finish(
+    pending: sync::Pending<'_>,
+    tx: deadpool_postgres::Transaction<'_>,
+    updated: Result<Option<Row>, Problem>,
+    refused: &str,
+) -> Result<LedgerSettings, Problem> {
+    let settings = match updated {
+        Ok(Some(row)) => LedgerSettings::from_row(&row).map_err(Problem::from),
+        Ok(None) => Err(Problem::ChangeRefused(refused.to_owned())),
+        Err(e) => Err(e),
+    };
+    match settings {
+        Ok(settings) if settings.version == pending.version() => {
+            pending.commit(tx).await?;
+            Ok(settings)
+        }
+        Ok(_) => {
+            pending.abandon(tx).await;
+            Err(Problem::Internal)
+        }
+        Err(e) => {
+            pending.abandon(tx).await;
+            Err(e)
+        }
+    }
+}
+
 /// The settings `change` leads to, or why the campaign does not allow it: 400 for a value out
-/// of range, 409 for a change its state forbids.
+/// of range, 409 for a change its state (by the ledger's clock) forbids.
 fn settle(change: &CampaignChange, current: &CampaignView) -> Result<Settings, Problem> {
     let refused = |why: &str| Err(Problem::ChangeRefused(why.to_owned()));
     let bad = |why: &str| Err(Problem::BadRequest(why.to_owned()));
@@ -228,29 +315,19 @@ fn settle(change: &CampaignChange, current: &CampaignView) -> Result<Settings, P
     if next.total_stock < current.total_stock {
         return refused("total_stock can only grow");
     }
-    let started = current.status != CampaignStatus::Scheduled;
-    let before_start = |what: &str| {
-        Err(Problem::ChangeRefused(format!(
-            "{what} can change only before the campaign starts"
-        )))
-    };
     if !u32::try_from(next.per_user_limit).is_ok_and(|l| PER_USER_LIMITS.contains(&l)) {
         return bad("per_user_limit must be between 1 and 100");
-    }
-    if started && next.per_user_limit != current.per_user_limit {
-        return before_start("per_user_limit");
     }
     if let Some(problem) = next.discount.problem() {
         return bad(problem);
     }
-    if started && next.discount != current.discount {
-        return before_start("discount");
-    }
     if !u32::try_from(next.coupon_valid_days).is_ok_and(|d| VALID_DAYS.contains(&d)) {
         return bad("coupon_valid_days must be between 1 and 3650");
     }
-    if started && next.coupon_valid_days != current.coupon_valid_days {
-        return before_start("coupon_valid_days");
+    if current.status != CampaignStatus::Scheduled
+        && let Some(what) = before_start_only(&next, current)
+    {
+        return Err(before_start(what));
     }
     if next.ends_at < current.ends_at {
         return refused("ends_at can only move later");
@@ -258,41 +335,54 @@ fn settle(change: &CampaignChange, current: &CampaignView) -> Result<Settings, P
     Ok(next)
 }
 
-/// `POST /v1/admin/campaigns/{id}/close`: no admission from now on; admitted requests still
-/// become coupons.
-pub async fn close(app: &App, id: &CampaignId) -> Result<CampaignView, Problem> {
-    let db = app.db().await?;
-    let statement = db
-        .prepare_cached(include_str!("../sql/campaigns_update_close_by_id.sql"))
-        .await?;
-    let row = db
-        .query_opt(&statement, &[&id.0])
-        .await?
-        .ok_or(Problem::NotFound("unknown campaign"))?;
-    apply_to_gate(app, id, &row).await?;
-    store::view(app, &db, id).await?.ok_or(Problem::Internal)
+/// The first setting `next` changes that may change only before the campaign starts.
+fn before_start_only(next: &Settings, current: &CampaignView) -> Option<&'static str> {
+    if next.per_user_limit != current.per_user_limit {
+        Some("per_user_limit")
+    } else if next.discount != current.discount {
+        Some("discount")
+    } else if next.coupon_valid_days != current.coupon_valid_days {
+        Some("coupon_valid_days")
+    } else {
+        None
+    }
 }
 
-/// Writes the ledger's (already updated) values to the gate.
-async fn apply_to_gate(app: &App, id: &CampaignId, row: &Row) -> Result<(), Problem> {
-    let seed = Seed {
-        total_stock: row.try_get::<_, i32>("total_stock")? as u32,
-        per_user_limit: row.try_get::<_, i32>("per_user_limit")? as u32,
-        starts_ms: unix_ms(row.try_get("starts_at")?),
-        ends_ms: unix_ms(row.try_get("ends_at")?),
-    };
-    let closed = row
-        .try_get::<_, Option<OffsetDateTime>>("closed_at")?
-        .is_some();
-    match app.gate.adjust(id, seed, closed).await {
-        Ok(_) => Ok(()),
-        Err(e) => {
-            tracing::warn!(campaign = %id, error = %e, "applying a change to the gate failed");
-            Err(Problem::unavailable(
-                "the change is saved in the ledger but not yet in the gate; send it again",
-            ))
-        }
+fn before_start(what: &str) -> Problem {
+    Problem::ChangeRefused(format!("{what} can change only before the campaign starts"))
+}
+
+/// `POST /v1/admin/campaigns/{id}/close`: no admission from now on; admitted requests still
+/// become coupons. `closed_at` is the instant the gate stopped admitting (by the Redis clock
+/// that stamps admissions), so the ledger refuses exactly what the gate admitted after it.
+/// Closing a closed campaign changes nothing (the gate is given the close again).
+pub async fn close(app: &App, id: &CampaignId) -> Result<CampaignView, Problem> {
+    let mut db = app.db().await?;
+    let tx = db.transaction().await?;
+    let (_, ledger) = lock(&tx, id)
+        .await?
+        .ok_or(Problem::NotFound("unknown campaign"))?;
+    if ledger.closed {
+        tx.rollback().await?;
+        sync::apply(app, &ledger).await?;
+        return store::view(app, &db, id).await?.ok_or(Problem::Internal);
     }
+    let pending = sync::hold(app, &ledger).await?;
+    let closed_at = pending.instant();
+    let statement = tx
+        .prepare_cached(include_str!("../sql/campaigns_update_close_by_id.sql"))
+        .await;
+    let updated = match (statement, closed_at) {
+        (Ok(statement), Ok(closed_at)) => tx
+            .query_opt(&statement, &[&id.0, &closed_at])
+            .await
+            .map_err(Problem::from),
+        (Err(e), _) => Err(e.into()),
+        (_, Err(e)) => Err(e),
+    };
+    let closed = finish(pending, tx, updated, "the campaign is closed").await?;
+    sync::apply(app, &closed).await?;
+    store::view(app, &db, id).await?.ok_or(Problem::Internal)
 }
 
 /// `GET /v1/admin/campaigns`: newest first, in pages, optionally only those of one `status`

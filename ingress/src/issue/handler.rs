@@ -2,7 +2,7 @@
 
 use std::time::Instant;
 
-use schema::campaign::CouponStatus;
+use schema::campaign::{CampaignStatus, CouponStatus};
 use schema::ids::{CampaignId, IssuanceId};
 use schema::proto::IssuanceRequested;
 use serde::Serialize;
@@ -54,18 +54,17 @@ pub async fn request(
     }
     let issuance = IssuanceId::new(campaign);
     let started = Instant::now();
-    let reservation = app
-        .gate
-        .reserve(&campaign, &caller.user, &issuance.reservation)
+    let reservation = reserve(app, caller, &issuance)
         .instrument(tracing::info_span!("redis.reserve"))
         .await
-        .map_err(|e| {
-            app.metrics.reservation(Outcome::Unavailable, started);
-            Problem::from(e)
-        })?;
+        .inspect_err(|_| app.metrics.reservation(Outcome::Unavailable, started))?;
     app.metrics.reservation(outcome(&reservation), started);
-    let (seq, requested_ms) = match reservation {
-        Reservation::Accepted { seq, requested_ms } => (seq, requested_ms),
+    let (seq, requested_ms, generation) = match reservation {
+        Reservation::Accepted {
+            seq,
+            requested_ms,
+            generation,
+        } => (seq, requested_ms, generation),
         Reservation::Duplicate { reservation } => {
             let existing = reservation.map(|reservation| IssuanceId {
                 campaign,
@@ -77,7 +76,18 @@ pub async fn request(
         }
         Reservation::SoldOut => return Err(Problem::SoldOut),
         Reservation::NotOpen => return Err(Problem::CampaignNotOpen),
-        Reservation::UnknownCampaign => return Err(Problem::NotFound("unknown campaign")),
+        Reservation::UnknownCampaign => return Err(unknown_to_the_gate(app, &campaign).await),
+        Reservation::Fenced => {
+            return Err(Problem::Unavailable {
+                detail: "the gate is re-seeding this campaign after a Redis failure; retry",
+                retry_after_secs: 2,
+            });
+        }
+        Reservation::Held => {
+            return Err(Problem::unavailable(
+                "an operator's change to this campaign is being applied; retry",
+            ));
+        }
     };
 
     let event = IssuanceRequested {
@@ -87,7 +97,7 @@ pub async fn request(
         seq,
         requested_at_ms: requested_ms,
     };
-    produce(app, issuance, &event).await?;
+    produce(app, issuance, generation, &event).await?;
     Ok(Accepted {
         issuance_id: issuance,
         campaign_id: campaign,
@@ -95,11 +105,51 @@ pub async fn request(
     })
 }
 
+/// One reservation attempt. When the server lost the admission scripts (`NOSCRIPT`: it
+/// restarted, failed over or was flushed), the campaigns it may have lost are fenced first
+/// (`Recovery::secure`), then the attempt runs once more.
+async fn reserve(
+    app: &App,
+    caller: &Principal,
+    issuance: &IssuanceId,
+) -> Result<Reservation, Problem> {
+    let attempt = || {
+        app.gate
+            .reserve(&issuance.campaign, &caller.user, &issuance.reservation)
+    };
+    match attempt().await {
+        Err(gate::GateError::ScriptsMissing) => {
+            app.recovery.secure(app).await?;
+            Ok(attempt().await?)
+        }
+        result => Ok(result?),
+    }
+}
+
+/// The gate does not know the campaign: it never existed (404), it ended and its keys expired
+/// (403), or the gate lost it and the sweeper is about to fence and re-seed it (503).
+async fn unknown_to_the_gate(app: &App, campaign: &CampaignId) -> Problem {
+    match crate::campaigns::public::campaign(app, campaign).await {
+        Ok(known) => match known.status {
+            CampaignStatus::Ended | CampaignStatus::Closed => Problem::CampaignNotOpen,
+            CampaignStatus::Scheduled | CampaignStatus::Open => {
+                app.recovery.wake.notify_one();
+                Problem::Unavailable {
+                    detail: "the gate is re-seeding this campaign after a Redis failure; retry",
+                    retry_after_secs: 2,
+                }
+            }
+        },
+        Err(problem) => problem,
+    }
+}
+
 /// Produces the admitted request's event: confirmed, or the reservation released (not
 /// persisted) or kept for roll-forward (uncertain), and 503.
 async fn produce(
     app: &App,
     issuance: IssuanceId,
+    generation: u64,
     event: &IssuanceRequested,
 ) -> Result<(), Problem> {
     let started = Instant::now();
@@ -127,9 +177,9 @@ async fn produce(
                 PublishError::Unsigned => "event-unsigned",
                 _ => "kafka-refused",
             };
-            if let Err(release) = app.gate.release(&issuance, reason).await {
+            if let Err(release) = release(app, &issuance, generation, reason).await {
                 // The admission stays journaled; reconciliation settles it.
-                tracing::error!(error = %release, issuance = %issuance, "release failed");
+                tracing::error!(error = ?release, issuance = %issuance, "release failed");
             }
             Err(kafka_unavailable())
         }
@@ -140,6 +190,22 @@ async fn produce(
     }
 }
 
+/// Hands the reservation back; after `NOSCRIPT`, once more after the loss check.
+async fn release(
+    app: &App,
+    issuance: &IssuanceId,
+    generation: u64,
+    reason: &str,
+) -> Result<bool, Problem> {
+    match app.gate.release(issuance, generation, reason).await {
+        Err(gate::GateError::ScriptsMissing) => {
+            app.recovery.secure(app).await?;
+            Ok(app.gate.release(issuance, generation, reason).await?)
+        }
+        result => Ok(result?),
+    }
+}
+
 fn outcome(reservation: &Reservation) -> Outcome {
     match reservation {
         Reservation::Accepted { .. } => Outcome::Accepted,
@@ -147,6 +213,8 @@ fn outcome(reservation: &Reservation) -> Outcome {
         Reservation::SoldOut => Outcome::SoldOut,
         Reservation::NotOpen => Outcome::NotOpen,
         Reservation::UnknownCampaign => Outcome::UnknownCampaign,
+        Reservation::Fenced => Outcome::Fenced,
+        Reservation::Held => Outcome::Held,
     }
 }
 

@@ -1,7 +1,10 @@
 //! The issuance path: [`handler`] reserves in the gate, produces the event through
 //! [`publish`] and answers; [`sweeper`] settles the journal (clears confirmed reservations, rolls
-//! overdue ones forward, re-seeds campaigns the gate lost).
+//! overdue ones forward) and runs [`recovery`] (fences and re-seeds campaigns whose admissions
+//! Redis may have lost).
 
+pub mod delivery;
 pub mod handler;
 pub mod publish;
+pub mod recovery;
 pub mod sweeper;

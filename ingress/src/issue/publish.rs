@@ -1,12 +1,13 @@
 //! Producing `IssuanceRequested` events. Idempotent producer, `acks=all`, bounded
 //! `message.timeout.ms`; the ingress answers 202 only after the delivery report.
 //!
-//! Every failure is classified by what it says about the event:
-//! - [`PublishError::NotPersisted`]: Kafka certainly does not have it (queue full, refused
-//!   before sending). The caller releases the reservation and answers 503.
-//! - [`PublishError::Uncertain`]: it may have been written (timed out in flight, producer gone).
-//!   The caller keeps the reservation, answers 503, and the event is rolled forward later; the
-//!   consumer de-duplicates on the issuance id.
+//! Every failure is classified by what it proves about the event ([`super::delivery`]):
+//! - [`PublishError::NotPersisted`]: Kafka certainly does not have it (refused when handed to
+//!   librdkafka, or reported with the status `NOT_PERSISTED`: never sent). The caller releases
+//!   the reservation and answers 503.
+//! - [`PublishError::Uncertain`]: it may have been written (possibly persisted whatever the
+//!   error, no report in time, producer gone). The caller keeps the reservation, answers 503, and
+//!   the event is rolled forward later; the consumer de-duplicates on the issuance id.
 //! - [`PublishError::Unsigned`]: no event key is active (not read yet, or every key retired),
 //!   so nothing was sent: an unsigned event would be dead-lettered by the consumer.
 //!
@@ -18,11 +19,14 @@ use std::time::Duration;
 use prost::Message;
 use rdkafka::ClientConfig;
 use rdkafka::error::{KafkaError, RDKafkaErrorCode};
-use rdkafka::message::Header;
-use rdkafka::producer::{FutureProducer, FutureRecord, Producer};
+use rdkafka::message::{Header, OwnedHeaders};
+use rdkafka::producer::{BaseRecord, Producer as _};
 use schema::proto::IssuanceRequested;
 use schema::topics;
 use service::event_keys::{self, EventKeys};
+use tokio::sync::oneshot;
+
+use super::delivery::{self, Failure, Producer, Reports};
 
 /// How long past `message.timeout.ms` a caller still waits for the delivery report.
 const DELIVERY_REPORT_GRACE_MS: u64 = 1_000;
@@ -43,7 +47,8 @@ pub enum PublishError {
 /// epoch after in-flight messages timed out, or a broker that came back without its producer
 /// state (every message then times out). The publisher replaces such a producer with a new one,
 /// once per generation however many requests noticed. Messages the old one still held resolve
-/// as uncertain, and their reservations are rolled forward from the journal.
+/// by their own status (uncertain unless never sent); uncertain ones are rolled forward from
+/// the journal.
 #[derive(Clone)]
 pub struct Publisher {
     current: std::sync::Arc<std::sync::RwLock<Generation>>,
@@ -63,7 +68,7 @@ pub struct Publisher {
 #[derive(Clone)]
 struct Generation {
     number: u64,
-    producer: FutureProducer,
+    producer: Producer,
     /// When this producer was created, in ms since the publisher's `epoch`.
     born_ms: u64,
 }
@@ -83,7 +88,7 @@ impl Publisher {
             // Bounded local queue: when it is full we answer 503 at once instead of queueing.
             .set("queue.buffering.max.messages", "200000")
             .config();
-        let producer = config.create()?;
+        let producer = config.create_with_context(Reports)?;
         Ok(Publisher {
             current: std::sync::Arc::new(std::sync::RwLock::new(Generation {
                 number: 0,
@@ -149,7 +154,7 @@ impl Publisher {
         if current.number != failed.number {
             return;
         }
-        match self.config.create::<FutureProducer>() {
+        match self.config.create_with_context::<_, Producer>(Reports) {
             Ok(producer) => {
                 tracing::error!(?code, %reason, "the Kafka producer is unusable; replaced it");
                 let retired = std::mem::replace(
@@ -166,10 +171,11 @@ impl Publisher {
         }
     }
 
-    /// Destroying a librdkafka producer blocks (purge, flush, thread joins), so the old one is
-    /// dropped on a blocking thread, after the requests still holding it have given up on it.
+    /// Destroying a librdkafka producer blocks (purge, flush, thread joins) and purges what it
+    /// still holds, so the old one is dropped on a blocking thread, and only once every request
+    /// still waiting on it has given up (no caller waits longer than `deadline`).
     fn retire(&self, retired: Generation) {
-        let grace = self.stall;
+        let grace = self.stall.max(self.deadline);
         let retire = move || {
             std::thread::sleep(grace);
             drop(retired);
@@ -190,60 +196,45 @@ impl Publisher {
             .keys
             .sign(key.as_bytes(), &payload)
             .ok_or(PublishError::Unsigned)?;
-        let trace = service::tracing_context::headers_of(&tracing::Span::current());
-        let time = time::OffsetDateTime::from_unix_timestamp_nanos(
-            i128::from(event.requested_at_ms) * 1_000_000,
-        )
-        .ok()
-        .and_then(|t| {
-            t.format(&time::format_description::well_known::Rfc3339)
-                .ok()
-        })
-        .unwrap_or_default();
-        // The issuance id is the event id (a re-produced event carries the same), the admission
-        // time is the event time.
-        let headers = service::kafka::event_headers(
-            &service::kafka::Event {
-                id: &event.issuance_id,
-                ce_type: topics::ISSUANCE_REQUESTED_TYPE,
-                time: &time,
-                schema: topics::ISSUANCE_REQUESTED_SCHEMA,
-            },
-            &trace,
-        )
-        .insert(Header {
+        let headers = headers(event).insert(Header {
             key: event_keys::HEADER,
             value: Some(&signature),
         });
-        let record = FutureRecord::to(&self.topic)
+        let (waiter, report) = oneshot::channel();
+        let record = BaseRecord::with_opaque_to(&self.topic, Box::new(waiter))
             .key(&key)
             .payload(&payload)
             .headers(headers);
         let generation = self.generation();
-        let outcome = match generation.producer.send_result(record) {
-            Err((e, _)) => Err(e),
-            // librdkafka answers by `message.timeout.ms` in the usual case, but not always
-            // promptly (a broker that vanished mid-request); the request's own deadline bounds
-            // the wait regardless, and a message still queued then is as uncertain as a timeout.
-            Ok(delivery) => match tokio::time::timeout(self.deadline, delivery).await {
-                Err(_elapsed) => Err(KafkaError::MessageProduction(
-                    RDKafkaErrorCode::MessageTimedOut,
-                )),
-                Ok(Ok(Ok(_))) => {
-                    let now_ms = self.epoch.elapsed().as_millis() as u64;
-                    self.last_delivery_ms
-                        .store(now_ms, std::sync::atomic::Ordering::Relaxed);
-                    Ok(())
-                }
-                Ok(Ok(Err((e, _)))) => Err(e),
-                // The producer was dropped with the event possibly in flight.
-                Ok(Err(_canceled)) => Err(KafkaError::Canceled),
-            },
+        let outcome = match generation.producer.send(record) {
+            Err((e, _)) => Err(Failure::Refused(e)),
+            Ok(()) => self.wait(report).await,
         };
-        outcome.map_err(|e| {
-            self.replace_if_broken(&generation, &e);
-            classify(e)
+        outcome.map_err(|failure| {
+            self.replace_if_broken(&generation, failure.error());
+            delivery::classify(failure)
         })
+    }
+
+    /// Waits for one message's delivery report. librdkafka answers by `message.timeout.ms` in
+    /// the usual case, but not always promptly (a broker that vanished mid-request); the
+    /// request's own deadline bounds the wait regardless, and a message still unreported then
+    /// is as uncertain as a timeout.
+    async fn wait(&self, report: oneshot::Receiver<delivery::Report>) -> Result<(), Failure> {
+        match tokio::time::timeout(self.deadline, report).await {
+            Err(_elapsed) => Err(Failure::Unreported(KafkaError::MessageProduction(
+                RDKafkaErrorCode::MessageTimedOut,
+            ))),
+            Ok(Ok(Ok(()))) => {
+                let now_ms = self.epoch.elapsed().as_millis() as u64;
+                self.last_delivery_ms
+                    .store(now_ms, std::sync::atomic::Ordering::Relaxed);
+                Ok(())
+            }
+            Ok(Ok(Err((e, persistence)))) => Err(Failure::Reported(e, persistence)),
+            // The producer went away before it reported: the event may be in flight.
+            Ok(Err(_gone)) => Err(Failure::Unreported(KafkaError::Canceled)),
+        }
     }
 
     /// Asks the cluster for the topic's metadata: readiness and start-up check.
@@ -279,28 +270,26 @@ impl Publisher {
     }
 }
 
-/// Sorts an error by whether the event can still be on the broker.
-fn classify(error: KafkaError) -> PublishError {
-    use RDKafkaErrorCode as C;
-    let code = match &error {
-        KafkaError::MessageProduction(code) => Some(*code),
-        _ => None,
-    };
-    match code {
-        // Refused locally before any send, or refused by the broker as a whole: never written.
-        Some(
-            C::QueueFull
-            | C::MessageSizeTooLarge
-            | C::InvalidMessageSize
-            | C::InvalidMessage
-            | C::UnknownTopic
-            | C::UnknownTopicOrPartition
-            | C::TopicAuthorizationFailed
-            | C::ClusterAuthorizationFailed
-            | C::PurgeQueue,
-        ) => PublishError::NotPersisted(error),
-        // Timeouts, in-flight purges, fatal producer states and anything unknown may have been
-        // written: treating them as uncertain can only delay an issuance, never lose one.
-        _ => PublishError::Uncertain(error),
-    }
+/// The event's CloudEvents headers and trace context. The issuance id is the event id (a
+/// re-produced event carries the same), the admission time is the event time.
+fn headers(event: &IssuanceRequested) -> OwnedHeaders {
+    let trace = service::tracing_context::headers_of(&tracing::Span::current());
+    let time = time::OffsetDateTime::from_unix_timestamp_nanos(
+        i128::from(event.requested_at_ms) * 1_000_000,
+    )
+    .ok()
+    .and_then(|t| {
+        t.format(&time::format_description::well_known::Rfc3339)
+            .ok()
+    })
+    .unwrap_or_default();
+    service::kafka::event_headers(
+        &service::kafka::Event {
+            id: &event.issuance_id,
+            ce_type: topics::ISSUANCE_REQUESTED_TYPE,
+            time: &time,
+            schema: topics::ISSUANCE_REQUESTED_SCHEMA,
+        },
+        &trace,
+    )
 }

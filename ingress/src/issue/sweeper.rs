@@ -1,5 +1,6 @@
 //! Settling the journal of reservations: confirmed ones are cleared in batches, overdue ones are
-//! rolled forward by the sweeper, and campaigns the gate lost are re-seeded from the ledger.
+//! rolled forward by the sweeper; the sweeper also keeps the gate in step with the ledger
+//! (settings re-applied, loss checks, re-seeding through [`super::recovery`], key expiry).
 //!
 //! Every step is idempotent and safe with several ingress pods: a claim is atomic in Redis, a
 //! re-produced event carries the original issuance id, and the consumer de-duplicates on it.
@@ -15,6 +16,7 @@ use tokio::sync::{mpsc, watch};
 
 use crate::App;
 use gate::Gate;
+use gate::ledger::Settings;
 
 /// Most confirmations waiting to be cleared; beyond it they are dropped (and re-produced later).
 const CONFIRMATION_QUEUE: usize = 65_536;
@@ -66,42 +68,61 @@ impl Confirmations {
     }
 }
 
-/// Sweeps overdue journal entries every `SWEEP_INTERVAL_MS` and re-reads live campaigns (and
-/// re-seeds lost ones) every `RECONCILE_INTERVAL_MS`, until `stop` turns true.
+/// Sweeps overdue journal entries every `SWEEP_INTERVAL_MS`, moves the recovery of fenced
+/// campaigns on, and every `RECONCILE_INTERVAL_MS` (or at once when a loss check fenced
+/// something) re-reads the live campaigns: re-applies their settings to the gate, checks each
+/// for lost admissions, and sets their keys' expiry. Until `stop` turns true.
 pub async fn sweep(app: Arc<App>, mut stop: watch::Receiver<bool>) {
     let interval = Duration::from_millis(app.config.sweep_interval_ms);
     let refresh = Duration::from_millis(app.config.reconcile_interval_ms);
     let hold = app.config.journal_deadline();
-    let mut campaigns: Vec<CampaignId> = Vec::new();
+    let mut live: Vec<Settings> = Vec::new();
     let mut refreshed: Option<Instant> = None;
     loop {
         tokio::select! {
             () = tokio::time::sleep(interval) => {}
+            () = app.recovery.wake.notified() => refreshed = None,
             _ = stop.wait_for(|stopped| *stopped) => return,
         }
         if refreshed.is_none_or(|at| at.elapsed() >= refresh) {
             match live_campaigns(&app).await {
-                Ok(live) => {
-                    campaigns = live.iter().map(|settings| settings.id).collect();
+                Ok(campaigns) => {
+                    live = campaigns;
                     refreshed = Some(Instant::now());
-                    crate::campaigns::sync::reapply(&app, &live).await;
-                    reseed_lost(&app, &campaigns).await;
-                    count_journal(&app, &campaigns).await;
+                    reconcile(&app, &live).await;
                 }
                 Err(e) => tracing::warn!(error = %e, "reading live campaigns failed"),
             }
         }
-        for campaign in &campaigns {
-            roll_forward(&app, campaign, hold).await;
+        if app.recovery.any() {
+            app.recovery.step(&app).await;
+        }
+        for settings in &live {
+            roll_forward(&app, &settings.id, hold).await;
         }
     }
 }
 
+/// One reconcile round over the live campaigns.
+async fn reconcile(app: &App, live: &[Settings]) {
+    crate::campaigns::sync::reapply(app, live).await;
+    if let Err(e) = app.recovery.check(app, live).await {
+        tracing::warn!(error = %e, "checking the gate for lost admissions failed");
+    }
+    for settings in live {
+        if let Err(e) = app.gate.expire(&settings.id, settings.ends_ms).await {
+            tracing::warn!(error = %e, "setting the expiry of a campaign's gate keys failed");
+            break;
+        }
+    }
+    count_journal(app, live).await;
+}
+
 /// Sets the journal gauge: reservations of live campaigns not yet confirmed by Kafka.
-async fn count_journal(app: &App, campaigns: &[CampaignId]) {
+async fn count_journal(app: &App, campaigns: &[Settings]) {
     let mut total = 0u64;
     for campaign in campaigns {
-        match app.gate.journal_len(campaign).await {
+        match app.gate.journal_len(&campaign.id).await {
             Ok(len) => total += len,
             Err(e) => {
                 tracing::warn!(error = %e, "reading the journal length failed");
@@ -165,30 +186,4 @@ enum LedgerError {
 async fn live_campaigns(app: &App) -> Result<Vec<gate::ledger::Settings>, LedgerError> {
     let db = app.db.get().await?;
     Ok(gate::ledger::live(&db).await?)
-}
-
-/// Re-seeds every live campaign whose gate keys are gone (Redis restarted empty or failed over
-/// without them) from the ledger.
-async fn reseed_lost(app: &App, campaigns: &[CampaignId]) {
-    for id in campaigns {
-        match app.gate.figures(id).await {
-            Ok(Some(_)) => continue,
-            Ok(None) => {}
-            Err(e) => {
-                tracing::warn!(error = %e, "reading gate figures failed");
-                return;
-            }
-        }
-        let Ok(db) = app.db.get().await else {
-            return;
-        };
-        match gate::reconcile::reseed_from_ledger(&db, &app.gate, id).await {
-            Ok(true) => tracing::warn!(
-                campaign = %id,
-                "the gate had lost this campaign; re-seeded it from the ledger"
-            ),
-            Ok(false) => {}
-            Err(e) => tracing::warn!(error = %e, "re-seeding failed"),
-        }
-    }
 }

@@ -12,6 +12,8 @@ use time::format_description::well_known::Rfc3339;
 
 use crate::support::Stack;
 
+mod operator;
+
 async fn patch(stack: &Stack, campaign: &str, body: Value) -> reqwest::Response {
     stack.patch_campaign(campaign, &body).await
 }

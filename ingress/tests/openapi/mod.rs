@@ -124,7 +124,7 @@ async fn issuance(api: Api<'_>) -> Campaigns {
         .reserve_without_event(&campaigns.spare, "cleo")
         .await;
     let gate = &api.stack.app.gate;
-    assert!(gate.release(&released, "kafka-refused").await.unwrap());
+    assert!(gate.release(&released, 1, "kafka-refused").await.unwrap());
     let reply = api
         .get(&format!("/v1/issuances/{released}"))
         .user("cleo")

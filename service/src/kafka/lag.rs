@@ -26,6 +26,53 @@ pub fn group_lag(reader: &BaseConsumer, topic: &str, timeout: Duration) -> Kafka
     Ok(total)
 }
 
+/// The end offset (high watermark) of every partition of `topic` now (blocking).
+pub fn end_offsets(
+    reader: &BaseConsumer,
+    topic: &str,
+    timeout: Duration,
+) -> KafkaResult<Vec<(i32, i64)>> {
+    let metadata = reader.fetch_metadata(Some(topic), timeout)?;
+    let mut ends = Vec::new();
+    for t in metadata.topics().iter().filter(|t| t.name() == topic) {
+        for p in t.partitions() {
+            let (_low, high) = reader.fetch_watermarks(topic, p.id(), timeout)?;
+            ends.push((p.id(), high));
+        }
+    }
+    if ends.is_empty() {
+        return Err(rdkafka::error::KafkaError::MetadataFetch(
+            rdkafka::types::RDKafkaErrorCode::UnknownTopicOrPartition,
+        ));
+    }
+    Ok(ends)
+}
+
+/// Whether the group behind `reader` has committed, on every partition, at or past the end
+/// offsets `ends` read earlier: every record written before them is then taken (blocking).
+pub fn committed_past(
+    reader: &BaseConsumer,
+    topic: &str,
+    ends: &[(i32, i64)],
+    timeout: Duration,
+) -> KafkaResult<bool> {
+    let mut partitions = TopicPartitionList::new();
+    for (partition, _) in ends {
+        partitions.add_partition(topic, *partition);
+    }
+    let committed = reader.committed_offsets(partitions, timeout)?;
+    for (partition, end) in ends {
+        let at = committed
+            .find_partition(topic, *partition)
+            .map(|element| element.offset());
+        let (low, _high) = reader.fetch_watermarks(topic, *partition, timeout)?;
+        if behind(at.unwrap_or(Offset::Invalid), low, *end) > 0 {
+            return Ok(false);
+        }
+    }
+    Ok(true)
+}
+
 /// Records of one partition the group has still to take: from its committed offset, or from the
 /// start of the log when it committed none or committed below a truncated log's start.
 pub fn behind(committed: Offset, low: i64, high: i64) -> i64 {

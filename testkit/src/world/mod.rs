@@ -16,6 +16,11 @@ use crate::{
 };
 
 mod check;
+mod ingress;
+mod traffic;
+
+pub use ingress::SecondIngress;
+pub use traffic::{Attempt, Rush, fence};
 
 /// Kafka's acknowledgement deadline of a world's ingress: short, so tests stay short.
 pub const MESSAGE_TIMEOUT_MS: u64 = 2_000;
@@ -31,6 +36,9 @@ pub struct Services {
     /// [`crate::pg_tls`], migrated): its topics must exist on `broker`, reached with
     /// [`Fixture::kafka`].
     pub fixture: Option<Fixture>,
+    /// Every process reaches the world's private Redis through a proxy ([`World::redis_proxy`])
+    /// that a failover points at the promoted replica: one `REDIS_URL` throughout.
+    pub redis_proxy: bool,
 }
 
 /// The services of one test. Field order is drop order: processes, then the fixture (whose
@@ -38,11 +46,15 @@ pub struct Services {
 /// its ingress.
 pub struct World {
     pub ingress: Option<Proc>,
+    /// A second ingress process ([`World::start_second_ingress`]).
+    pub second: Option<SecondIngress>,
     pub consumer: Option<Proc>,
     /// The consumer reaches PostgreSQL through this proxy, so a test can take the database away.
     pub database_proxy: FaultProxy,
     pub fixture: Fixture,
     pub redis: PrivateRedis,
+    /// The gate's way to [`World::redis`] when [`Services::redis_proxy`] asked for it.
+    pub redis_proxy: Option<FaultProxy>,
     /// The gate's Redis when it is not [`World::redis`]: a TLS server or a cluster the test
     /// started ([`crate::redis_servers`]) and keeps alive longer than the world.
     pub gate_redis: Option<gate::Endpoint>,
@@ -115,6 +127,10 @@ impl World {
     ) -> World {
         service::tls::install();
         let redis = PrivateRedis::start().await;
+        let redis_proxy = match services.redis_proxy {
+            true => Some(FaultProxy::start(("127.0.0.1".to_owned(), redis.port)).await),
+            false => None,
+        };
         let broker = match services.broker {
             Some(broker) => broker,
             None => PrivateBroker::start().await,
@@ -134,10 +150,12 @@ impl World {
             .unwrap();
         let mut world = World {
             ingress: None,
+            second: None,
             consumer: None,
             database_proxy,
             fixture,
             redis,
+            redis_proxy,
             gate_redis: services.redis,
             broker,
             port,
@@ -166,49 +184,6 @@ impl World {
             .append(true)
             .open(self.log_path(process))
             .unwrap()
-    }
-
-    /// Starts the ingress (again) and waits until it is ready.
-    pub async fn start_ingress(&mut self) {
-        let mut command = Command::new(workspace_bin("coupon-ingress"));
-        command
-            .env(
-                "RUST_LOG",
-                std::env::var("COUPON_FAULT_LOG").unwrap_or("info".into()),
-            )
-            .env("COUPON_ENV", "development")
-            .env("INGRESS_LISTEN", format!("127.0.0.1:{}", self.port))
-            .env(
-                "INGRESS_OPS_LISTEN",
-                format!("127.0.0.1:{}", self.ingress_ops_port),
-            )
-            .env_remove("REDIS_CA_FILE")
-            .envs(self.redis_env())
-            .env("REDIS_TIMEOUT_MS", "1000")
-            .env("KAFKA_BROKERS", self.broker.brokers())
-            .envs(self.broker.kafka_env())
-            .env("TOPIC_ISSUANCE_REQUESTED", &self.fixture.topic)
-            .env("CONSUMER_GROUP", &self.fixture.group)
-            .env("KAFKA_MESSAGE_TIMEOUT_MS", MESSAGE_TIMEOUT_MS.to_string())
-            .env("JOURNAL_GRACE_MS", "500")
-            .env("SWEEP_INTERVAL_MS", "200")
-            .env("RECONCILE_INTERVAL_MS", "500")
-            .env("DATABASE_URL", &self.fixture.database_url)
-            .env("JWT_HS256_SECRET", crate::HS256_SECRET)
-            .env("SHUTDOWN_DELAY_MS", "0")
-            .envs(self.env.iter().map(|(k, v)| (k, v)));
-        let proc = Proc::spawn_logged(&mut command, self.log("ingress"));
-        self.ingress = Some(proc);
-        let ready = format!("{}/readyz", self.api.base);
-        crate::eventually(
-            Duration::from_secs(30),
-            "the ingress to be ready",
-            || async {
-                let response = self.api.http.get(&ready).send().await.ok()?;
-                (response.status() == 200).then_some(())
-            },
-        )
-        .await;
     }
 
     pub fn start_consumer(&mut self) {
@@ -266,10 +241,15 @@ impl World {
         proxied
     }
 
-    /// The gate's Redis: [`World::gate_redis`], or else the private one.
+    /// The gate's Redis: [`World::gate_redis`], or else the private one (through
+    /// [`World::redis_proxy`] when there is one).
     pub fn redis_endpoint(&self) -> gate::Endpoint {
-        self.gate_redis.clone().unwrap_or_else(|| gate::Endpoint {
-            url: self.redis.url(),
+        let url = match &self.redis_proxy {
+            Some(proxy) => format!("redis://127.0.0.1:{}/0", proxy.port),
+            None => self.redis.url(),
+        };
+        self.gate_redis.clone().unwrap_or(gate::Endpoint {
+            url,
             ..gate::Endpoint::default()
         })
     }
@@ -354,7 +334,7 @@ impl Drop for World {
     /// keeps the files; a passing test removes them unless `COUPON_KEEP_LOGS` is set.
     fn drop(&mut self) {
         let failed = std::thread::panicking();
-        for process in ["ingress", "consumer", "consumer-2"] {
+        for process in ["ingress", "ingress-2", "consumer", "consumer-2"] {
             let path = self.log_path(process);
             if failed {
                 if let Ok(text) = std::fs::read_to_string(&path) {

@@ -1,1 +1,0 @@
-DELETE FROM campaigns WHERE id = $1 AND issued_count = 0
