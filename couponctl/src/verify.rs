@@ -16,9 +16,10 @@ pub struct Args {
     /// Only this campaign (default: every campaign that ended less than a day ago or later).
     #[arg(long)]
     campaign: Option<String>,
-    /// Repair a campaign whose gate disagrees with the ledger (or that Redis lost): fence it
-    /// and re-seed it from the caught-up ledger, as the ingress does after a Redis loss. The
-    /// campaign admits nobody meanwhile; counters are never written blindly.
+    /// Repair a campaign whose gate disagrees with the ledger once quiet (or that Redis lost, or
+    /// that is fenced; with `--campaign`, that one whatever it looks like): fence it and re-seed
+    /// it from the caught-up ledger, as the ingress does after a Redis loss. The campaign
+    /// admits nobody meanwhile; counters are never written blindly.
     #[arg(long)]
     repair: bool,
     /// How long a repair waits for the consumer group to catch up before it gives up (the
@@ -74,7 +75,10 @@ pub async fn run(args: Args, profile: service::Profile) -> anyhow::Result<()> {
     let mut breached = 0;
     for id in campaigns {
         let mut report = reconcile::report(&db, &gate, &id).await?;
-        let needs_repair = report.remaining.is_none()
+        // A campaign named on the command line is repaired whatever it looks like: the
+        // operator asked for it (the re-seed is safe during a drop).
+        let needs_repair = args.campaign.is_some()
+            || report.remaining.is_none()
             || report.fenced
             || (lag == 0 && report.journal == 0 && !report.quiet_breaches().is_empty());
         if args.repair && needs_repair {

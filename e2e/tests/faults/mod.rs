@@ -9,3 +9,4 @@ mod cases;
 mod operator;
 mod redis_loss;
 mod release;
+mod repair;

@@ -82,7 +82,7 @@ impl World {
             .env("TOPIC_ISSUANCE_REQUESTED", &self.fixture.topic)
             .env("CONSUMER_GROUP", &self.fixture.group)
             .env("KAFKA_MESSAGE_TIMEOUT_MS", MESSAGE_TIMEOUT_MS.to_string())
-            .env("JOURNAL_GRACE_MS", "500")
+            .env("JOURNAL_GRACE_MS", super::JOURNAL_GRACE_MS.to_string())
             .env("SWEEP_INTERVAL_MS", "200")
             .env("RECONCILE_INTERVAL_MS", "500")
             .env("DATABASE_URL", &self.fixture.database_url)

@@ -24,6 +24,8 @@ pub use traffic::{Attempt, Rush, fence};
 
 /// Kafka's acknowledgement deadline of a world's ingress: short, so tests stay short.
 pub const MESSAGE_TIMEOUT_MS: u64 = 2_000;
+/// How long past it a world's ingress waits before it rolls a reservation forward.
+pub const JOURNAL_GRACE_MS: u64 = 500;
 
 /// Services a world runs on instead of its own; each one given replaces the world's.
 #[derive(Default)]
@@ -272,19 +274,12 @@ impl World {
     /// `couponctl verify` with this world's settings (ledger, broker and its properties, group,
     /// topic, gate); it must exit 0. Its standard output.
     pub fn couponctl_verify(&self) -> String {
-        let fixture = &self.fixture;
-        let output = Command::new(workspace_bin("couponctl"))
-            .arg("verify")
-            .env("COUPON_ENV", "development")
-            .env("DATABASE_URL", &fixture.database_url)
-            .env("KAFKA_BROKERS", self.broker.brokers())
-            .envs(self.broker.kafka_env())
-            .env("CONSUMER_GROUP", &fixture.group)
-            .env("TOPIC_ISSUANCE_REQUESTED", &fixture.topic)
-            .env_remove("REDIS_CA_FILE")
-            .envs(self.redis_env())
-            .output()
-            .unwrap();
+        self.couponctl_verify_with(&[])
+    }
+
+    /// As [`World::couponctl_verify`], with more arguments (`--repair`, `--campaign <id>`).
+    pub fn couponctl_verify_with(&self, args: &[&str]) -> String {
+        let output = self.couponctl_verify_command(args).output().unwrap();
         let stdout = String::from_utf8_lossy(&output.stdout).into_owned();
         assert!(
             output.status.success(),
@@ -292,6 +287,29 @@ impl World {
             String::from_utf8_lossy(&output.stderr)
         );
         stdout
+    }
+
+    /// The `couponctl verify` command with this world's settings and `args`, to run as the
+    /// test needs (beside a burst, for one).
+    pub fn couponctl_verify_command(&self, args: &[&str]) -> Command {
+        let fixture = &self.fixture;
+        let mut command = Command::new(workspace_bin("couponctl"));
+        command
+            .arg("verify")
+            .args(args)
+            .env("COUPON_ENV", "development")
+            .env(
+                "JOURNAL_DEADLINE_MS",
+                (MESSAGE_TIMEOUT_MS + JOURNAL_GRACE_MS).to_string(),
+            )
+            .env("DATABASE_URL", &fixture.database_url)
+            .env("KAFKA_BROKERS", self.broker.brokers())
+            .envs(self.broker.kafka_env())
+            .env("CONSUMER_GROUP", &fixture.group)
+            .env("TOPIC_ISSUANCE_REQUESTED", &fixture.topic)
+            .env_remove("REDIS_CA_FILE")
+            .envs(self.redis_env());
+        command
     }
 
     /// A gate on this world's Redis, as the ingress configures it.
