@@ -84,19 +84,33 @@ impl Gate {
         }
     }
 
-    /// After `NOSCRIPT`: fences every campaign of `live` (the ledger's, not yet ended at
-    /// `now_ms`) whose state this server may have lost, then loads the admission scripts.
-    /// Returns the fenced campaigns. An error leaves the scripts unloaded: nobody is admitted.
-    pub async fn secure(&self, live: &[Settings], now_ms: i64) -> Result<Vec<Fence>, GateError> {
+    /// Runs the loss check for every campaign of `live` (the ledger's) not yet ended at
+    /// `now_ms`. Returns the fenced campaigns. Loads no script: the sweeper's timer runs this.
+    pub async fn check_all(&self, live: &[Settings], now_ms: i64) -> Result<Vec<Fence>, GateError> {
         let mut fenced = Vec::new();
         for settings in live.iter().filter(|s| s.ends_ms > now_ms) {
             if let Some(fence) = self.check(settings, false).await? {
                 fenced.push(fence);
             }
         }
+        Ok(fenced)
+    }
+
+    /// After `NOSCRIPT`: fences every campaign of `live` whose state this server may have lost
+    /// ([`Gate::check_all`]), then loads the admission scripts on the primaries, then checks
+    /// once more, so a server that changed between the checks and the load (a second restart
+    /// or failover meanwhile) is fenced within the same call. Returns the fenced campaigns. An
+    /// error leaves the scripts unloaded, or the second check undone: the next call retries.
+    pub async fn secure(&self, live: &[Settings], now_ms: i64) -> Result<Vec<Fence>, GateError> {
+        let mut fenced = self.check_all(live, now_ms).await?;
         let mut conn = self.conn.clone();
         for script in crate::guarded_scripts() {
             conn.load_on_primaries(script).await?;
+        }
+        for fence in self.check_all(live, now_ms).await? {
+            if !fenced.iter().any(|known| known.value == fence.value) {
+                fenced.push(fence);
+            }
         }
         Ok(fenced)
     }

@@ -42,19 +42,28 @@ impl Recovery {
             let db = app.db().await?;
             gate::ledger::live(&db).await?
         };
-        self.check(app, &live).await?;
+        let now_ms = app.gate.now_ms().await?;
+        let fences = app.gate.secure(&live, now_ms).await?;
+        self.runs.fetch_add(1, Ordering::SeqCst);
+        self.note(app, fences);
         app.metrics.gate_secured.inc();
         self.wake.notify_one();
         Ok(())
     }
 
-    /// The loss check of every live campaign (and the scripts loaded after it), as the
-    /// sweeper's timer runs it: the second line behind `NOSCRIPT`, which also notices state
-    /// that vanished while the server kept its identity (a flush, an eviction).
+    /// The loss check of every live campaign, as the sweeper's timer runs it: the second line
+    /// behind `NOSCRIPT`, which also notices state that vanished while the server kept its
+    /// identity (a flush, an eviction). It loads no script: a check that began before a
+    /// restart must not load them onto the new server unchecked.
     pub async fn check(&self, app: &App, live: &[Settings]) -> Result<(), gate::GateError> {
         let now_ms = app.gate.now_ms().await?;
-        let fences = app.gate.secure(live, now_ms).await?;
-        self.runs.fetch_add(1, Ordering::SeqCst);
+        let fences = app.gate.check_all(live, now_ms).await?;
+        self.note(app, fences);
+        Ok(())
+    }
+
+    /// Records the fenced campaigns a check found, keeping this pod's progress on each.
+    fn note(&self, app: &App, fences: Vec<Fence>) {
         let mut fenced = lock(&self.fenced);
         let mut next = Fenced::new();
         for fence in fences {
@@ -74,7 +83,6 @@ impl Recovery {
         }
         app.metrics.gate_fenced.set(next.len() as i64);
         *fenced = next;
-        Ok(())
     }
 
     /// Whether any campaign is fenced (the sweeper then steps every round).

@@ -141,6 +141,13 @@ async fn roll_forward(app: &App, campaign: &CampaignId, hold: Duration) {
         let overdue = match app.gate.claim_overdue(campaign, hold, CLAIM_BATCH).await {
             Ok(overdue) if overdue.is_empty() => return,
             Ok(overdue) => overdue,
+            Err(gate::GateError::ScriptsMissing) => {
+                // The server lost its scripts: the loss check loads them; claims resume next round.
+                if let Err(e) = app.recovery.secure(app).await {
+                    tracing::warn!(error = ?e, "the gate's loss check failed");
+                }
+                return;
+            }
             Err(e) => {
                 tracing::warn!(error = %e, campaign = %campaign, "claiming overdue reservations failed");
                 return;
