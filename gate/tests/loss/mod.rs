@@ -288,6 +288,20 @@ async fn a_restarted_server_is_noticed_before_anyone_is_admitted() {
     })
     .await;
     let () = refused;
+    // The timer's check fences the campaign but loads no script: still nothing admits.
+    let timer = gate
+        .check_all(std::slice::from_ref(&settings), 0)
+        .await
+        .unwrap();
+    assert_eq!(timer.len(), 1);
+    let issuance = IssuanceId::new(settings.id);
+    let refused = gate
+        .reserve(&settings.id, &user("b"), &issuance.reservation)
+        .await;
+    assert!(
+        matches!(refused, Err(gate::GateError::ScriptsMissing)),
+        "{refused:?}"
+    );
     let fenced = gate
         .secure(std::slice::from_ref(&settings), 0)
         .await
