@@ -104,7 +104,9 @@ impl Pending<'_> {
     }
 
     /// Commits the change, unless it took so long that its hold may lapse before the gate
-    /// applies it (then 503, nothing changed). A failed commit lifts the hold.
+    /// applies it (then 503, nothing changed). A failed commit keeps the hold: the commit may
+    /// have happened all the same (the connection broke after it), and the sweeper's
+    /// [`reapply`] lifts the hold once the ledger's version covers it, or the hold lapses.
     pub async fn commit(self, tx: deadpool_postgres::Transaction<'_>) -> Result<(), Problem> {
         if self.hold.is_some() && self.held_at.elapsed() > HOLD_LAPSE / 2 {
             tracing::warn!(campaign = %self.campaign, "a change took too long; rolled back");
@@ -114,7 +116,7 @@ impl Pending<'_> {
             ));
         }
         if let Err(e) = tx.commit().await {
-            self.lift().await;
+            tracing::warn!(campaign = %self.campaign, error = %e, "a change's commit failed; its hold stays until the sweeper settles it");
             return Err(e.into());
         }
         Ok(())
