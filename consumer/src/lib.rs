@@ -145,7 +145,7 @@ impl Persister {
         self.keys.spawn_refresh();
         let wait = Duration::from_millis(self.config.batch_wait_ms);
         while keys_read && let Some(batch) = self.next_batch(wait, stop.clone()).await {
-            let span = batch.span();
+            let span = batch.span(&self.config.topic_requested, &self.config.group_id);
             if !self
                 .persist(&batch.issuances, stop.clone())
                 .instrument(span)
@@ -264,10 +264,11 @@ impl Persister {
         }
         loop {
             let started = std::time::Instant::now();
-            let write = self
-                .ledger
-                .write(issuances)
-                .instrument(tracing::info_span!("postgres.write_batch"));
+            let write = self.ledger.write(issuances).instrument(tracing::info_span!(
+                "postgres.write_batch",
+                otel.kind = "client",
+                db.system.name = "postgresql"
+            ));
             match write.await {
                 Ok(written) => {
                     self.metrics

@@ -5,6 +5,7 @@ mod dead_letters;
 mod demo;
 mod event_keys;
 mod migrate;
+mod republish;
 mod topics;
 mod verify;
 
@@ -41,6 +42,9 @@ enum Command {
     /// The keys of the requested-issuance events' MAC: list, rotate (a new key, active after a
     /// delay), retire.
     EventKeys(event_keys::Args),
+    /// Publish a campaign's `coupon.issued.v1` events again from the ledger, with their original
+    /// event ids (for a team that joins after the topic's retention); read-only on the ledger.
+    Republish(republish::Args),
 }
 
 #[derive(clap::Args)]
@@ -92,5 +96,6 @@ async fn main() -> anyhow::Result<()> {
         Command::Verify(args) => verify::run(args, cli.env.profile).await,
         Command::DeadLetters(args) => dead_letters::run(args, cli.env.profile).await,
         Command::EventKeys(args) => event_keys::run(args, cli.env.profile).await,
+        Command::Republish(args) => republish::run(args, cli.env.profile).await,
     }
 }

@@ -3,8 +3,9 @@
 - The Helm chart is linted (strict) and rendered with each values file in
   helm/coupon-issuance/ci/ plus the defaults; every rendered object is validated against the
   Kubernetes 1.31 schemas (kubernetes-validate, strict: unknown fields fail) or, for the
-  operators' kinds, against the minimal schemas in schemas/.
-- The kustomizations under k8s/ are built with deploy/kustomize.py and validated the same way.
+  operators' kinds, against their own CRD schemas vendored in schemas/ (schemas/README.md).
+- The kustomizations under k8s/ are built with `kubectl kustomize` (kustomize v5; the kubectl
+  dev/check-deploy found or installed, $COUPON_KUBECTL) and validated the same way.
 - The properties that matter are asserted: probes, restricted security context, the config
   checksum, shutdown timing, hook ordering, secrets only as files, scaling bounds, alert rules
   and dashboard coverage, that values.schema.json refuses bad values, the production profile
@@ -20,8 +21,10 @@ import copy
 import functools
 import hashlib
 import json
+import os
 import re
-import sys
+import shutil
+import subprocess
 import unittest
 from pathlib import Path
 
@@ -36,9 +39,6 @@ CHART = ROOT / "helm" / "coupon-issuance"
 SCHEMAS = Path(__file__).resolve().parent / "schemas"
 KUBE_VERSION = "1.31.0"
 RELEASE, NAMESPACE = "coupon-issuance", "coupon"
-
-sys.path.insert(0, str(ROOT / "deploy"))
-import kustomize  # noqa: E402  (deploy/kustomize.py)
 
 # Every metric the services export (docs/OPERATIONS.md); the dashboard shows each of them.
 METRICS = {
@@ -147,13 +147,32 @@ def rendered(scenario: str) -> tuple[dict[str, str], list[dict]]:
 
 @functools.cache
 def crd_schema(api_version: str, kind: str) -> dict | None:
-    group_version = re.sub(r"^([^./]*)(?:\.[^/]*)?/", r"\1-", api_version)
-    path = SCHEMAS / f"{kind.lower()}-{group_version}.json"
+    """The operator's own CRD schema of an API group's kind (schemas/<group>/<kind>_<version>.json,
+    vendored verbatim: schemas/README.md), or None for a kind of Kubernetes itself."""
+    if "/" not in api_version:
+        return None
+    group, version = api_version.split("/")
+    path = SCHEMAS / group / f"{kind.lower()}_{version}.json"
     return json.loads(path.read_text()) if path.exists() else None
 
 
+# What an object of an operator's kind may hold at its top level (its CRD leaves metadata to the
+# API server; status is the operator's to write).
+CUSTOM_TOP_LEVEL = {"apiVersion", "kind", "metadata", "spec"}
+
+
+def validate_custom(obj: dict, schema: dict) -> None:
+    unknown = set(obj) - CUSTOM_TOP_LEVEL
+    if unknown:
+        raise jsonschema.ValidationError(f"unknown top-level fields {sorted(unknown)}")
+    jsonschema.Draft202012Validator(schema).validate(obj)
+    # ObjectMeta as the API server checks it (strict: an unknown metadata field fails).
+    kubernetes_validate.validate({"apiVersion": "v1", "kind": "ConfigMap", "metadata": obj["metadata"]},
+                                 KUBE_VERSION, strict=True)
+
+
 def validate(obj: dict) -> None:
-    """Kubernetes schema (strict), or the vendored schema of an operator's kind."""
+    """Kubernetes schema (strict), or the operator's CRD schema of its kind."""
     clean = {k: v for k, v in obj.items() if not k.startswith("_")}
     if not clean["metadata"].get("annotations"):
         clean = copy.deepcopy(clean)
@@ -162,13 +181,37 @@ def validate(obj: dict) -> None:
     where = f"{clean['kind']}/{clean['metadata'].get('name')} ({obj.get('_template', 'kustomize')})"
     try:
         if schema is not None:
-            jsonschema.Draft202012Validator(schema).validate(clean)
+            validate_custom(clean, schema)
         else:
             kubernetes_validate.validate(clean, KUBE_VERSION, strict=True)
     except (jsonschema.ValidationError, kubernetes_validate.ValidationError) as e:
         raise AssertionError(f"{where}: {getattr(e, 'message', e)}") from None
     except kubernetes_validate.SchemaNotFoundError:
         raise AssertionError(f"{where}: no schema for {clean['apiVersion']} {clean['kind']}") from None
+
+
+def kubectl() -> str:
+    """The kubectl dev/check-deploy found or installed (kustomize v5), else the one on PATH."""
+    found = os.environ.get("COUPON_KUBECTL") or shutil.which("kubectl")
+    if not found:
+        raise AssertionError("no kubectl (kustomize v5): run dev/check-deploy, which installs a pinned one")
+    return found
+
+
+@functools.cache
+def kustomize_output(path: str) -> str:
+    done = subprocess.run([kubectl(), "kustomize", str(ROOT / path)], capture_output=True, text=True)
+    if done.returncode != 0:
+        raise AssertionError(f"kubectl kustomize {path}: {done.stderr.strip()}")
+    return done.stdout
+
+
+def kustomize(path: str) -> list[dict]:
+    """The objects `kubectl kustomize <path>` builds (a fresh copy on every call)."""
+    objects = [o for o in yaml.safe_load_all(kustomize_output(path)) if o]
+    for obj in objects:
+        obj.setdefault("metadata", {}).setdefault("annotations", {})
+    return objects
 
 
 def find(objects: list[dict], kind: str, suffix: str = "") -> list[dict]:
@@ -497,6 +540,7 @@ class ChartTest(Properties, unittest.TestCase):
         operations = (ROOT / "docs" / "OPERATIONS.md").read_text()
         for name in alerts:
             self.assertRegex(operations, rf"(?m)^#+ {name}\b", f"no runbook for {name}")
+        self.assert_alerts_see_every_component_and_link_absolutely(objects)
 
         dashboard_cm = one(objects, "ConfigMap", "-dashboard")
         self.assertEqual(dashboard_cm["metadata"]["labels"]["grafana_dashboard"], "1")
@@ -509,6 +553,77 @@ class ChartTest(Properties, unittest.TestCase):
         self.assertEqual(monitor["spec"]["endpoints"][0]["path"], "/metrics")
         # The services' "metrics" ports: the ingress's ops listener, never its API port.
         self.assertEqual(monitor["spec"]["endpoints"][0]["port"], "metrics")
+
+    def assert_alerts_see_every_component_and_link_absolutely(self, objects: list[dict]) -> None:
+        rules = [r for g in one(objects, "PrometheusRule")["spec"]["groups"] for r in g["rules"]]
+        # `up == 0` needs a target; absent() fires when a component has no target at all. Each
+        # component's job is its Service's name (the ServiceMonitor's job label).
+        for component in ("ingress", "consumer"):
+            job = one(objects, "Service", f"-{component}")["metadata"]["name"]
+            wanted = f'absent(up{{namespace="{NAMESPACE}",job="{job}"}})'
+            self.assertEqual([r["alert"] for r in rules if r["expr"].strip() == wanted],
+                             [f"Coupon{component.capitalize()}Absent"], f"no {wanted} rule")
+        # Except where KEDA may scale an idle consumer to zero.
+        idle_zero = {**PRODUCTION, "monitoring": {"prometheusRule": {"enabled": True}},
+                     "consumer": {"keda": {"enabled": True, "minReplicas": 0}}}
+        kept = {r["alert"] for g in one(objects_of(render(idle_zero)), "PrometheusRule")["spec"]["groups"]
+                for r in g["rules"]}
+        self.assertEqual({r["alert"] for r in rules} - kept, {"CouponConsumerAbsent"})
+        base = chart().values["monitoring"]["prometheusRule"]["runbookBaseUrl"]
+        self.assertRegex(base, r"^https://[^/]+/", "the default runbook address is absolute")
+        for r in rules:
+            self.assertEqual(r["annotations"]["runbook_url"], f"{base}#{r['alert'].lower()}", r["alert"])
+
+    def test_alert_thresholds_come_from_values(self):
+        """No rule compares with a literal number other than 0: every limit is a threshold
+        placeholder with a value under monitoring.prometheusRule.thresholds, and each value is used
+        and reaches the rendered rule."""
+        source = yaml.safe_load((CHART / "files" / "prometheus-rules.yaml").read_text())
+        thresholds = chart().values["monitoring"]["prometheusRule"]["thresholds"]
+        used = set()
+        for rule in (r for g in source["groups"] for r in g["rules"]):
+            for operand in re.findall(r"(?:[<>]=?|[=!]=)\s*(?:bool\s+)?([0-9][0-9.e+-]*|__[A-Za-z0-9]+__)", rule["expr"]):
+                if operand[0].isdigit() and float(operand) == 0:
+                    continue
+                placeholder = re.fullmatch(r"__([A-Za-z0-9]+)__", operand)
+                self.assertTrue(placeholder, f"{rule['alert']}: literal limit {operand}; add a threshold")
+                self.assertIn(placeholder.group(1), thresholds, rule["alert"])
+                used.add(placeholder.group(1))
+        self.assertEqual(used, set(thresholds), "every threshold is used by a rule")
+        changed = {name: value * 2 for name, value in thresholds.items()}
+        values = {**PRODUCTION, "monitoring": {"prometheusRule": {"enabled": True, "thresholds": changed}}}
+        rendered_exprs = " ".join(r["expr"] for g in one(objects_of(render(values)), "PrometheusRule")["spec"]["groups"]
+                                  for r in g["rules"])
+        for name, value in changed.items():
+            self.assertRegex(rendered_exprs, rf"[<>]=?\s*{re.escape(str(value))}(\s|$)", name)
+        # A relative runbook address is refused (alert receivers open it outside the cluster).
+        with self.assertRaises(helm.HelmValuesError):
+            chart().validate_schema({**PRODUCTION, "monitoring": {"prometheusRule": {"runbookBaseUrl": "docs/OPERATIONS.md"}}})
+
+    def test_trace_sampler_reaches_both_services(self):
+        for name in scenarios():
+            _, objects = rendered(name)
+            for component in ("ingress", "consumer"):
+                (container,) = pod_spec(one(objects, "Deployment", f"-{component}"))["containers"]
+                refs = [s["configMapRef"]["name"] for s in container.get("envFrom", [])]
+                config = {k: v for cm in find(objects, "ConfigMap") if cm["metadata"]["name"] in refs
+                          for k, v in cm["data"].items()}
+                self.assertEqual((config.get("OTEL_TRACES_SAMPLER"), config.get("OTEL_TRACES_SAMPLER_ARG")),
+                                 ("parentbased_traceidratio", "0.01"), f"{name}: {component}")
+        objects = objects_of(render({**PRODUCTION, "telemetry": {"sampler": "always_on", "samplerArg": "1"}}))
+        for component in ("ingress", "consumer"):
+            data = one(objects, "ConfigMap", f"-{component}")["data"]
+            self.assertEqual((data["OTEL_TRACES_SAMPLER"], data["OTEL_TRACES_SAMPLER_ARG"]), ("always_on", "1"))
+        for bad in ({"sampler": "probabilistic"}, {"samplerArg": "1.5"}, {"samplerArg": 0.5}):
+            with self.subTest(bad=bad), self.assertRaises(helm.HelmValuesError, msg=f"schema accepted {bad}"):
+                chart().validate_schema({**PRODUCTION, "telemetry": bad})
+        with self.assertRaises(helm.HelmValuesError):
+            chart().validate_schema({**PRODUCTION, "consumer": {"env": {"OTEL_TRACES_SAMPLER": "always_on"}}})
+        # The plain manifests sample alike.
+        for path in ("k8s/overlays/production", "k8s/overlays/development"):
+            for cm in find(kustomize(path), "ConfigMap"):
+                self.assertEqual(cm["data"]["OTEL_TRACES_SAMPLER"], "parentbased_traceidratio", path)
+                self.assertEqual(cm["data"]["OTEL_TRACES_SAMPLER_ARG"], "0.01", path)
 
     def test_network_policies_and_spread(self):
         _, objects = rendered("defaults")
@@ -602,19 +717,11 @@ class ChartTest(Properties, unittest.TestCase):
 class KustomizeTest(Properties, unittest.TestCase):
 
     def build(self, path: str) -> list[dict]:
-        objects = kustomize.finish(kustomize.build(ROOT / path))
-        for obj in objects:
-            obj.setdefault("metadata", {}).setdefault("annotations", {})
-        return objects
+        return kustomize(path)
 
-    def test_hash_matches_kustomize(self):
-        # Vectors from kustomize's own hasher tests.
-        for data, expected in (({}, "42745tchd9"), ({"one": ""}, "9g67k2htb6"),
-                               ({"two": "2", "one": "", "three": "3"}, "f5h7t85m9b")):
-            self.assertEqual(kustomize.config_map_hash({"metadata": {"name": ""}, "data": data}), expected)
-        # A generated ConfigMap's suffix does not depend on its name (kustomize v5.5 output).
-        self.assertEqual(kustomize.config_map_hash({"metadata": {"name": "coupon-ingress"}, "data": {"one": ""}}),
-                         "9g67k2htb6")
+    def test_kubectl_has_kustomize_v5(self):
+        out = subprocess.run([kubectl(), "version", "--client"], check=True, capture_output=True, text=True).stdout
+        self.assertRegex(out, r"(?m)^Kustomize Version: v5\.", out)
 
     def test_builds_are_valid(self):
         for path in ("k8s/base", "k8s/overlays/production", "k8s/overlays/development", "k8s/topics"):
@@ -690,6 +797,9 @@ class KustomizeTest(Properties, unittest.TestCase):
         requested = topics[values["topics"]["requested"]]["spec"]
         self.assertEqual(requested["partitions"], values["requestedPartitions"])
         for name, t in topics.items():
+            # The Topic Operator of cluster "coupon" (in namespace kafka) picks up only these.
+            self.assertEqual(t["metadata"]["labels"].get("strimzi.io/cluster"), "coupon", name)
+            self.assertEqual(t["metadata"]["namespace"], "kafka", name)
             self.assertGreaterEqual(t["spec"]["replicas"], 3, name)
             self.assertEqual(int(t["spec"]["config"]["min.insync.replicas"]), 2, name)
             self.assertIn("retention.ms", t["spec"]["config"], name)
@@ -698,12 +808,38 @@ class KustomizeTest(Properties, unittest.TestCase):
         for name in topics:
             self.assertIn(f'"{name}"', source)
 
-    def test_builder_refuses_what_it_does_not_implement(self):
-        import tempfile
-        with tempfile.TemporaryDirectory() as tmp:
-            Path(tmp, "kustomization.yaml").write_text("resources: []\nnamePrefix: x-\n")
-            with self.assertRaisesRegex(kustomize.BuildError, "namePrefix"):
-                kustomize.build(Path(tmp))
+
+class OperatorSchemaTest(unittest.TestCase):
+    """The vendored CRD schemas judge the operators' kinds: each is used, and each refuses an
+    unknown or mistyped field as the API server would."""
+
+    def objects(self) -> dict[str, dict]:
+        found = {}
+        for obj in rendered("full")[1] + rendered("keda")[1] + kustomize("k8s/topics"):
+            if crd_schema(obj["apiVersion"], obj["kind"]) is not None:
+                found.setdefault(obj["kind"], obj)
+        return found
+
+    def test_every_vendored_schema_is_used(self):
+        used = {f"{o['apiVersion'].split('/')[0]}/{o['kind'].lower()}_{o['apiVersion'].split('/')[1]}.json"
+                for o in self.objects().values()}
+        vendored = {str(p.relative_to(SCHEMAS)) for p in SCHEMAS.rglob("*.json")}
+        self.assertEqual(used, vendored)
+
+    def test_unknown_and_mistyped_fields_are_refused(self):
+        breakages = {
+            "unknown spec field": lambda o: o["spec"].__setitem__("replica", 3),
+            "unknown top-level field": lambda o: o.__setitem__("specs", {}),
+            "unknown metadata field": lambda o: o["metadata"].__setitem__("label", {}),
+            "mistyped spec field": lambda o: o["spec"].__setitem__(next(iter(o["spec"])), True),
+        }
+        for kind, obj in self.objects().items():
+            validate(obj)
+            for name, breakage in breakages.items():
+                broken = copy.deepcopy(obj)
+                breakage(broken)
+                with self.subTest(kind=kind, breakage=name), self.assertRaises(AssertionError):
+                    validate(broken)
 
 
 class ComposeTest(unittest.TestCase):

@@ -26,6 +26,14 @@ pub const CAMPAIGN_SOLD_OUT_TYPE: &str = "coupon.campaign.sold-out";
 pub const CAMPAIGN_CLOSED_TYPE: &str = "coupon.campaign.closed";
 /// CloudEvents `source` of the events this pipeline publishes.
 pub const EVENT_SOURCE: &str = "/coupon-issuance";
+/// Prefix of every event's `ce_dataschema`: followed by the full name of the payload's protobuf
+/// message, which the published descriptor set (`schema/descriptors/coupon-v1.binpb`) defines.
+pub const DATASCHEMA_PREFIX: &str = "urn:coupon:proto:";
+
+/// The `ce_dataschema` URI of events whose payload is the message `schema` (its full name).
+pub fn dataschema(schema: &str) -> String {
+    format!("{DATASCHEMA_PREFIX}{schema}")
+}
 
 /// Record key `campaign:user`: every event of one user in one campaign lands on one partition,
 /// in order, while a campaign's load still spreads over all partitions.

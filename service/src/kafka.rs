@@ -26,12 +26,16 @@ pub struct Event<'a> {
     pub ce_type: &'a str,
     /// `ce_time`, RFC 3339.
     pub time: &'a str,
-    /// The protobuf message's full name.
+    /// The protobuf message's full name: the `schema` header, and in `ce_dataschema`.
     pub schema: &'a str,
+    /// `ce_subject`: the entity the event is about (the issuance, coupon or campaign id; see
+    /// docs/TOPICS.md).
+    pub subject: &'a str,
 }
 
 /// The headers of an event: the trace context first (`trace`, e.g. `traceparent`), then content
-/// type, schema and version, and the CloudEvents attributes.
+/// type, schema and version (kept for readers of the earlier contract), and the CloudEvents
+/// attributes, `ce_dataschema` and `ce_subject` included.
 pub fn event_headers<K, V>(
     event: &Event<'_>,
     trace: impl IntoIterator<Item = (K, V)>,
@@ -40,13 +44,14 @@ where
     K: AsRef<str>,
     V: AsRef<str>,
 {
-    let mut headers = OwnedHeaders::new_with_capacity(10);
+    let mut headers = OwnedHeaders::new_with_capacity(12);
     for (key, value) in trace {
         headers = headers.insert(Header {
             key: key.as_ref(),
             value: Some(value.as_ref()),
         });
     }
+    let dataschema = topics::dataschema(event.schema);
     [
         ("content-type", schema::PROTOBUF_CONTENT_TYPE),
         ("schema", event.schema),
@@ -56,6 +61,8 @@ where
         ("ce_type", event.ce_type),
         ("ce_source", topics::EVENT_SOURCE),
         ("ce_time", event.time),
+        ("ce_subject", event.subject),
+        ("ce_dataschema", dataschema.as_str()),
     ]
     .into_iter()
     .fold(headers, |headers, (key, value)| {
@@ -159,4 +166,69 @@ fn read_all(consumer: &BaseConsumer<Reporter>, topic: &str) -> Result<Vec<Record
         }
     }
     Ok(records)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn pairs(headers: &OwnedHeaders) -> Vec<(String, String)> {
+        headers
+            .iter()
+            .map(|h| {
+                let value = String::from_utf8(h.value.unwrap_or_default().to_vec()).unwrap();
+                (h.key.to_owned(), value)
+            })
+            .collect()
+    }
+
+    #[test]
+    fn every_event_names_its_schema_and_subject() {
+        let event = Event {
+            id: "5b1c0e9a-8a8e-4d43-9f63-0c7b7a1f2d10",
+            ce_type: topics::COUPON_ISSUED_TYPE,
+            time: "2026-01-02T03:04:05Z",
+            schema: topics::COUPON_ISSUED_SCHEMA,
+            subject: "5b1c0e9a-8a8e-4d43-9f63-0c7b7a1f2d10",
+        };
+        let trace = [(
+            "traceparent",
+            "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01",
+        )];
+        let got = pairs(&event_headers(&event, trace));
+        let want = [
+            ("traceparent", trace[0].1),
+            ("content-type", "application/x-protobuf"),
+            ("schema", "coupon.v1.CouponIssued"),
+            ("schema-version", "1"),
+            ("ce_specversion", "1.0"),
+            ("ce_id", event.id),
+            ("ce_type", "coupon.issued.v1"),
+            ("ce_source", "/coupon-issuance"),
+            ("ce_time", "2026-01-02T03:04:05Z"),
+            ("ce_subject", event.subject),
+            ("ce_dataschema", "urn:coupon:proto:coupon.v1.CouponIssued"),
+        ]
+        .map(|(k, v)| (k.to_owned(), v.to_owned()));
+        assert_eq!(got, want);
+    }
+
+    #[test]
+    fn the_dataschema_follows_the_payload_message() {
+        let event = Event {
+            id: "e",
+            ce_type: topics::CAMPAIGN_OPENED_TYPE,
+            time: "t",
+            schema: topics::CAMPAIGN_EVENT_SCHEMA,
+            subject: "c",
+        };
+        let got = pairs(&event_headers(&event, std::iter::empty::<(&str, &str)>()));
+        let value = |name: &str| got.iter().find(|(k, _)| k == name).map(|(_, v)| v.as_str());
+        assert_eq!(
+            value("ce_dataschema"),
+            Some("urn:coupon:proto:coupon.v1.CampaignEvent")
+        );
+        assert_eq!(value("ce_subject"), Some("c"));
+        assert_eq!(got.first().map(|(k, _)| k.as_str()), Some("content-type"));
+    }
 }

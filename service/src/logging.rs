@@ -9,7 +9,12 @@
 //! (`OTEL_EXPORTER_OTLP_PROTOCOL` `http/protobuf` or `http/json`, `OTEL_SERVICE_NAME`,
 //! `OTEL_BSP_*`); off otherwise, or with `OTEL_SDK_DISABLED=true`. Export runs on its own thread
 //! from a bounded queue: when the collector is slow, spans are dropped, requests never wait.
-//! The W3C `traceparent` is read from HTTP requests and carried in Kafka headers.
+//! The W3C `traceparent` is read from HTTP requests and carried in Kafka headers. Which traces
+//! are kept is `OTEL_TRACES_SAMPLER` and `OTEL_TRACES_SAMPLER_ARG` ([`sampler`]):
+//! `parentbased_always_on` by default, so a caller's sampled flag is followed and every request
+//! without one starts a sampled trace.
+
+mod sampler;
 
 use opentelemetry::trace::TracerProvider as _;
 use opentelemetry_sdk::trace::SdkTracerProvider;
@@ -101,6 +106,7 @@ fn tracer_provider(service: &'static str) -> Result<Option<SdkTracerProvider>, S
         return Ok(None);
     }
     use opentelemetry_otlp::WithExportConfig as _;
+    let sampler = sampler::from_env()?;
     let exporter = opentelemetry_otlp::SpanExporter::builder()
         .with_http()
         .with_protocol(protocol()?)
@@ -113,6 +119,7 @@ fn tracer_provider(service: &'static str) -> Result<Option<SdkTracerProvider>, S
     Ok(Some(
         SdkTracerProvider::builder()
             .with_batch_exporter(exporter)
+            .with_sampler(sampler)
             .with_resource(resource.build())
             .build(),
     ))

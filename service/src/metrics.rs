@@ -1,6 +1,8 @@
 //! Prometheus metrics: a registry per process, the process's own figures, and label helpers
 //! that keep every label to a small fixed set of values.
 
+mod process;
+
 use std::sync::atomic::AtomicI64;
 
 use prometheus_client::encoding::text::encode;
@@ -18,27 +20,18 @@ pub fn size_histogram() -> Histogram {
     Histogram::new(exponential_buckets(1.0, 2.0, 15))
 }
 
-/// Figures of the process itself, refreshed at each scrape.
+/// Figures of the process itself, refreshed at each scrape (see [`process`]), and the open
+/// client connections.
 #[derive(Default)]
 pub struct Process {
-    resident_memory: Gauge,
-    open_fds: Gauge,
+    figures: process::ProcessCollector,
     /// Open client connections (HTTP), kept by the server.
     pub open_connections: Gauge<i64, AtomicI64>,
 }
 
 impl Process {
     pub fn register(&self, registry: &mut Registry) {
-        registry.register(
-            "process_resident_memory_bytes",
-            "Resident set size of the process",
-            self.resident_memory.clone(),
-        );
-        registry.register(
-            "process_open_fds",
-            "Open file descriptors of the process",
-            self.open_fds.clone(),
-        );
+        registry.register_collector(Box::new(self.figures.clone()));
         registry.register(
             "coupon_open_connections",
             "Open HTTP client connections",
@@ -46,28 +39,14 @@ impl Process {
         );
     }
 
-    /// Reads the figures from `/proc/self` (Linux; elsewhere they stay 0).
+    /// Reads the figures from `/proc/self` (Linux; elsewhere they are left out).
     pub fn refresh(&self) {
-        if let Some(kib) = std::fs::read_to_string("/proc/self/status")
-            .ok()
-            .and_then(|status| {
-                status
-                    .lines()
-                    .find_map(|line| line.strip_prefix("VmRSS:"))
-                    .and_then(|rest| {
-                        rest.trim()
-                            .trim_end_matches("kB")
-                            .trim()
-                            .parse::<i64>()
-                            .ok()
-                    })
-            })
-        {
-            self.resident_memory.set(kib * 1024);
-        }
-        if let Ok(entries) = std::fs::read_dir("/proc/self/fd") {
-            self.open_fds.set(entries.count() as i64);
-        }
+        let figures = process::Figures::read();
+        *self
+            .figures
+            .0
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner()) = figures;
     }
 }
 
@@ -138,18 +117,48 @@ mod tests {
     use super::*;
 
     #[test]
-    fn process_figures_are_read() {
+    fn process_figures_carry_the_standard_names() {
         let process = Process::default();
         let mut registry = Registry::default();
         process.register(&mut registry);
         process.refresh();
         let text = render(&registry);
-        let rss: f64 = text
-            .lines()
-            .find_map(|l| l.strip_prefix("process_resident_memory_bytes "))
-            .and_then(|v| v.parse().ok())
-            .unwrap();
-        assert!(rss > 1024.0 * 1024.0, "{text}");
+        let value = |name: &str| -> f64 {
+            text.lines()
+                .find_map(|l| l.strip_prefix(&format!("{name} ")))
+                .and_then(|v| v.parse().ok())
+                .unwrap_or_else(|| panic!("no {name}:\n{text}"))
+        };
+        assert!(
+            text.contains("# TYPE process_cpu_seconds counter\n"),
+            "{text}"
+        );
+        assert!(value("process_cpu_seconds_total") >= 0.0);
+        for gauge in [
+            "process_start_time_seconds",
+            "process_max_fds",
+            "process_open_fds",
+            "process_resident_memory_bytes",
+            "process_virtual_memory_bytes",
+        ] {
+            assert!(text.contains(&format!("# TYPE {gauge} gauge\n")), "{text}");
+        }
+        let now = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap()
+            .as_secs_f64();
+        let started = value("process_start_time_seconds");
+        assert!(
+            started <= now + 1.0 && started > now - 24.0 * 3600.0,
+            "{started}"
+        );
+        assert!(value("process_max_fds") >= value("process_open_fds"));
+        assert!(value("process_open_fds") >= 1.0);
+        assert!(
+            value("process_resident_memory_bytes") > 1024.0 * 1024.0,
+            "{text}"
+        );
+        assert!(value("process_virtual_memory_bytes") >= value("process_resident_memory_bytes"));
         assert!(text.ends_with("# EOF\n"));
     }
 }

@@ -7,7 +7,7 @@ use schema::time::unix_ms;
 use time::OffsetDateTime;
 use uuid::Uuid;
 
-pub(crate) struct IssuedCoupon {
+pub struct IssuedCoupon {
     pub event_id: Uuid,
     pub coupon_id: Uuid,
     pub campaign_id: Uuid,

@@ -5,14 +5,14 @@
 //! - [`announce`] queues campaign events whose moment passed; the relay runs it.
 //! - [`notify`] delivers the webhook notifications the relay queued.
 //! - [`target`]: where the webhook client may connect (public addresses, or allow-listed ones).
-//! - `coupon`: an issued coupon read back from a row, as the message and the webhook body say
-//!   it.
+//! - [`coupon`]: an issued coupon read back from a row, as the message and the webhook body say
+//!   it (and `couponctl republish` rebuilds its event).
 //!
 //! A failed round of any of them is an [`Error`], logged and retried; nothing is lost, because
 //! the work stays in the ledger until a round commits it done.
 
 pub mod announce;
-mod coupon;
+pub mod coupon;
 pub mod error;
 pub mod notify;
 pub mod relay;

@@ -196,16 +196,8 @@ impl Relay {
         row: &tokio_postgres::Row,
     ) -> Result<Envelope<'_>, tokio_postgres::Error> {
         let coupon = IssuedCoupon::from_row(row)?;
-        Ok(Envelope {
-            topic: &self.topic,
-            key: topics::record_key(&coupon.campaign_id.to_string(), &coupon.user_id),
-            payload: coupon.message().encode_to_vec(),
-            event_id: coupon.event_id.to_string(),
-            ce_type: topics::COUPON_ISSUED_TYPE,
-            schema: topics::COUPON_ISSUED_SCHEMA,
-            time: rfc3339(coupon.issued_at),
-            traceparent: row.try_get("traceparent")?,
-        })
+        let traceparent = row.try_get("traceparent")?;
+        Ok(Envelope::coupon_issued(&self.topic, &coupon, traceparent))
     }
 
     /// The `coupon.campaign.events.v1` record of a `campaign.*` row.
@@ -237,6 +229,7 @@ impl Relay {
             event_id: event_id.to_string(),
             ce_type,
             schema: topics::CAMPAIGN_EVENT_SCHEMA,
+            subject: campaign_id.to_string(),
             time: rfc3339(occurred_at),
             traceparent: None,
         })
@@ -248,7 +241,16 @@ impl Relay {
         // The span lives until this function returns, so it covers the wait for Kafka.
         let mut trace = Vec::new();
         let _span = event.traceparent.as_ref().map(|parent| {
-            let span = tracing::info_span!("relay.publish", otel.kind = "producer");
+            let span = tracing::info_span!(
+                "relay.publish",
+                otel.name = %format!("send {}", event.topic),
+                otel.kind = "producer",
+                messaging.system = "kafka",
+                messaging.operation.type = "send",
+                messaging.operation.name = "send",
+                messaging.destination.name = event.topic,
+                messaging.message.id = event.event_id.as_str(),
+            );
             service::tracing_context::set_parent(&span, [("traceparent", parent.as_bytes())]);
             trace = service::tracing_context::headers_of(&span)
                 .into_iter()
@@ -258,20 +260,7 @@ impl Relay {
             }
             span
         });
-        let headers = service::kafka::event_headers(
-            &service::kafka::Event {
-                id: &event.event_id,
-                ce_type: event.ce_type,
-                time: &event.time,
-                schema: event.schema,
-            },
-            trace,
-        );
-        let record = FutureRecord::to(event.topic)
-            .key(&event.key)
-            .payload(&event.payload)
-            .headers(headers);
-        match self.producer.send_result(record) {
+        match self.producer.send_result(event.record(trace)) {
             Err((e, _)) => Err(e),
             Ok(delivery) => match delivery.await {
                 Ok(Ok(_)) => Ok(()),
@@ -298,13 +287,68 @@ impl Relay {
 }
 
 /// One record to publish.
-struct Envelope<'a> {
+pub struct Envelope<'a> {
     topic: &'a str,
     key: String,
     payload: Vec<u8>,
     event_id: String,
     ce_type: &'static str,
     schema: &'static str,
+    /// `ce_subject`: the coupon's id, or the campaign's.
+    subject: String,
     time: String,
     traceparent: Option<String>,
+}
+
+impl<'a> Envelope<'a> {
+    /// The `coupon.issued.v1` record of `coupon` to `topic`: the one key, payload and event id
+    /// of that coupon, whoever publishes it (this relay, or `couponctl republish`).
+    pub fn coupon_issued(
+        topic: &'a str,
+        coupon: &IssuedCoupon,
+        traceparent: Option<String>,
+    ) -> Envelope<'a> {
+        Envelope {
+            topic,
+            key: topics::record_key(&coupon.campaign_id.to_string(), &coupon.user_id),
+            payload: coupon.message().encode_to_vec(),
+            event_id: coupon.event_id.to_string(),
+            ce_type: topics::COUPON_ISSUED_TYPE,
+            schema: topics::COUPON_ISSUED_SCHEMA,
+            subject: coupon.coupon_id.to_string(),
+            time: rfc3339(coupon.issued_at),
+            traceparent,
+        }
+    }
+
+    /// `ce_id`.
+    pub fn event_id(&self) -> &str {
+        &self.event_id
+    }
+
+    /// The record to produce: key, payload, and the event's headers after `first` (the trace
+    /// context, or a republished record's mark).
+    pub fn record<K, V>(
+        &self,
+        first: impl IntoIterator<Item = (K, V)>,
+    ) -> FutureRecord<'_, String, Vec<u8>>
+    where
+        K: AsRef<str>,
+        V: AsRef<str>,
+    {
+        let headers = service::kafka::event_headers(
+            &service::kafka::Event {
+                id: &self.event_id,
+                ce_type: self.ce_type,
+                time: &self.time,
+                schema: self.schema,
+                subject: &self.subject,
+            },
+            first,
+        );
+        FutureRecord::to(self.topic)
+            .key(&self.key)
+            .payload(&self.payload)
+            .headers(headers)
+    }
 }

@@ -53,13 +53,19 @@ impl Batch {
         Ok(())
     }
 
-    /// The span of the batch's transaction: a child of the first traced record's producer,
-    /// linked to the others.
-    pub fn span(&self) -> tracing::Span {
+    /// The span of the batch's transaction, processing records of `topic` for consumer group
+    /// `group`: a child of the first traced record's producer, linked to the others.
+    pub fn span(&self, topic: &str, group: &str) -> tracing::Span {
         let span = tracing::info_span!(
             "consumer.batch",
+            otel.name = %format!("process {topic}"),
             otel.kind = "consumer",
-            size = self.issuances.len(),
+            messaging.system = "kafka",
+            messaging.operation.type = "process",
+            messaging.operation.name = "process",
+            messaging.destination.name = topic,
+            messaging.consumer.group.name = group,
+            messaging.batch.message_count = self.issuances.len(),
             trace_id = tracing::field::Empty,
         );
         let mut traces = self.traces.iter();

@@ -13,6 +13,8 @@ use time::OffsetDateTime;
 
 use testkit::{World, users};
 
+mod downstream_python;
+
 /// (campaign, kind) -> the distinct event ids published for it, with the last record's message.
 type Published = BTreeMap<(String, i32), (BTreeSet<String>, CampaignEvent)>;
 

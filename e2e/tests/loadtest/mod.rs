@@ -51,6 +51,11 @@ async fn k6_drop_scenario_smoke() {
     assert_eq!(summary["dropped_iterations"], 0);
     assert!(summary["sold_out"].as_u64().unwrap() > 0);
     assert_eq!(summary["thresholds_passed"], true);
+    // Setup's 201 and teardown's reads are expected answers, not failed requests.
+    assert_eq!(summary["failed_requests"], 0, "{summary}");
+    // teardown() checked the three invariants through the admin view, over HTTP, and all held.
+    assert_eq!(summary["invariants_checked"], 3, "{summary}");
+    assert_eq!(summary["invariant_violations"], 0, "{summary}");
 
     // The invariant checker, as a load tester runs it afterwards.
     let campaign = summary["campaign_id"].as_str().unwrap();

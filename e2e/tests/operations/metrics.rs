@@ -127,7 +127,8 @@ async fn metrics_follow_a_burst_and_logs_are_json() {
         at("coupon_redis_duration_seconds_count", &[("op", "reserve")]),
         50.0
     );
-    assert!(at("process_resident_memory_bytes", &[]) > 1e6);
+    let started_at = std::time::SystemTime::now();
+    assert_process_series(&ingress, started_at);
     assert!(
         at("coupon_open_connections", &[]) >= 1.0,
         "the burst's keep-alive connections to the public port"
@@ -154,6 +155,21 @@ async fn metrics_follow_a_burst_and_logs_are_json() {
         sample(&consumer, name, labels)
             .unwrap_or_else(|| panic!("no {name} {labels:?}:\n{consumer}"))
     };
+    assert_process_series(&consumer, started_at);
+    // The ingress just served a burst: its CPU time has grown since the first scrape.
+    let cpu = |text: &str| sample(text, "process_cpu_seconds_total", &[]).unwrap();
+    let before = cpu(&ingress);
+    testkit::eventually(
+        Duration::from_secs(30),
+        "the ingress's CPU time grows",
+        || async {
+            let busy = world.burst(&campaign, users("cpu", 0..200), 8, Arc::default());
+            let _ = busy.await;
+            let text = scrape(&world.http, &format!("{ingress_ops}/metrics")).await;
+            (cpu(&text) > before).then_some(())
+        },
+    )
+    .await;
     assert!(at("coupon_consumer_batch_size_count", &[]) >= 1.0);
     assert_eq!(at("coupon_consumer_batch_size_sum", &[]), 30.0);
     assert!(at("coupon_consumer_commit_duration_seconds_count", &[]) >= 1.0);
@@ -212,6 +228,43 @@ async fn metrics_follow_a_burst_and_logs_are_json() {
 
     assert_json_log(&world, "ingress");
     assert_json_log(&world, "consumer");
+}
+
+/// The process series every Prometheus client library exposes, with their standard types and
+/// plausible values for a process started within the last few minutes.
+fn assert_process_series(text: &str, now: std::time::SystemTime) {
+    let at = |name: &str| sample(text, name, &[]).unwrap_or_else(|| panic!("no {name}:\n{text}"));
+    assert!(
+        text.contains("# TYPE process_cpu_seconds counter\n"),
+        "{text}"
+    );
+    assert!(at("process_cpu_seconds_total") > 0.0);
+    for gauge in [
+        "process_start_time_seconds",
+        "process_max_fds",
+        "process_open_fds",
+        "process_resident_memory_bytes",
+        "process_virtual_memory_bytes",
+    ] {
+        assert!(
+            text.contains(&format!("# TYPE {gauge} gauge\n")),
+            "{gauge}:\n{text}"
+        );
+    }
+    let now = now
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs_f64();
+    let started = at("process_start_time_seconds");
+    assert!(
+        started <= now + 1.0 && started > now - 600.0,
+        "started at {started}, now {now}"
+    );
+    assert!(at("process_max_fds") > 0.0);
+    assert!(at("process_open_fds") >= 1.0);
+    assert!(at("process_open_fds") <= at("process_max_fds"));
+    assert!(at("process_resident_memory_bytes") > 1e6);
+    assert!(at("process_virtual_memory_bytes") >= at("process_resident_memory_bytes"));
 }
 
 /// Metric names (`coupon_…`, `process_…`) mentioned in a dashboard or rules file.

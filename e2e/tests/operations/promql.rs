@@ -34,7 +34,8 @@ fn assert_parses(origin: &str, expr: &str) {
     }
 }
 
-/// The alert rules as `templates/prometheusrule.yaml` renders them with the chart's defaults.
+/// The alert rules as `templates/prometheusrule.yaml` renders them with the chart's defaults
+/// (the release's selector, each component's selector, the thresholds).
 #[test]
 fn every_alert_rule_expression_parses() {
     let values = yaml("values.yaml");
@@ -43,6 +44,7 @@ fn every_alert_rule_expression_parses() {
         .as_hash()
         .expect("monitoring.prometheusRule.thresholds");
     let selector = format!(r#"namespace="{NAMESPACE}",job=~"{RELEASE}-(ingress|consumer)""#);
+    let one = |component: &str| format!(r#"namespace="{NAMESPACE}",job="{RELEASE}-{component}""#);
     let rules = yaml("files/prometheus-rules.yaml");
     let mut parsed = 0;
     for group in rules["groups"].as_vec().expect("groups") {
@@ -51,7 +53,9 @@ fn every_alert_rule_expression_parses() {
             let mut expr = rule["expr"]
                 .as_str()
                 .expect("expr")
-                .replace("__SELECTOR__", &selector);
+                .replace("__SELECTOR__", &selector)
+                .replace("__INGRESS__", &one("ingress"))
+                .replace("__CONSUMER__", &one("consumer"));
             for (key, value) in thresholds {
                 let value = match value {
                     Yaml::Integer(n) => n.to_string(),

@@ -121,6 +121,11 @@ async fn every_coupon_gets_one_issued_event_id_through_consumer_kills() {
             Some("coupon.issued.v1")
         );
         assert_eq!(record.header("ce_specversion").as_deref(), Some("1.0"));
+        assert_eq!(record.header("ce_subject"), Some(id), "about the coupon");
+        assert_eq!(
+            record.header("ce_dataschema").as_deref(),
+            Some("urn:coupon:proto:coupon.v1.CouponIssued")
+        );
         assert_eq!(
             record.header("content-type").as_deref(),
             Some("application/x-protobuf")

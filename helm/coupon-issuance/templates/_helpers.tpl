@@ -365,6 +365,8 @@ RUST_LOG: {{ .Values.logging.level | quote }}
 {{- with .Values.telemetry.otlpEndpoint }}
 OTEL_EXPORTER_OTLP_ENDPOINT: {{ . | quote }}
 {{- end }}
+OTEL_TRACES_SAMPLER: {{ .Values.telemetry.sampler | quote }}
+OTEL_TRACES_SAMPLER_ARG: {{ .Values.telemetry.samplerArg | quote }}
 {{- end }}
 
 {{/* The scratch volume: the root filesystem is read-only. */}}

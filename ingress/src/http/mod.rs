@@ -35,12 +35,20 @@ pub async fn handle(app: &App, request: Request<Incoming>, peer: std::net::Socke
     let started = std::time::Instant::now();
     let matched = routes::find(request.uri().path());
     let label = matched.as_ref().map_or("other", |m| m.route.label());
+    let method = span_method(request.method());
+    let template = matched.as_ref().map(|m| m.route.template());
+    // Named and described by the OpenTelemetry HTTP server conventions.
     let span = tracing::info_span!(
         "http.request",
+        otel.name = %SpanName(method, template),
         otel.kind = "server",
-        http.method = %request.method(),
-        http.route = label,
-        http.status = tracing::field::Empty,
+        otel.status_code = tracing::field::Empty,
+        http.request.method = method,
+        http.route = template,
+        http.response.status_code = tracing::field::Empty,
+        url.path = request.uri().path(),
+        url.scheme = "http",
+        error.type = tracing::field::Empty,
         trace_id = tracing::field::Empty,
     );
     service::tracing_context::set_parent(
@@ -60,9 +68,43 @@ pub async fn handle(app: &App, request: Request<Incoming>, peer: std::net::Socke
         Ok(reply) => reply,
         Err(problem) => problem.into_response(),
     };
-    span.record("http.status", reply.status().as_u16());
+    span.record("http.response.status_code", reply.status().as_u16());
+    if reply.status().is_server_error() {
+        span.record("otel.status_code", "error");
+        span.record("error.type", reply.status().as_str());
+    }
     app.metrics.request(label, reply.status().as_u16(), started);
     reply
+}
+
+/// `http.request.method`: the method when it is a standard one, `_OTHER` otherwise.
+fn span_method(method: &http::Method) -> &'static str {
+    match method.as_str() {
+        "GET" => "GET",
+        "POST" => "POST",
+        "PATCH" => "PATCH",
+        "PUT" => "PUT",
+        "DELETE" => "DELETE",
+        "HEAD" => "HEAD",
+        "OPTIONS" => "OPTIONS",
+        "TRACE" => "TRACE",
+        "CONNECT" => "CONNECT",
+        _ => "_OTHER",
+    }
+}
+
+/// A server span's name: `{method} {route template}`, the method alone when no route matched,
+/// and `HTTP` for a method outside the standard ones.
+struct SpanName(&'static str, Option<&'static str>);
+
+impl std::fmt::Display for SpanName {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let method = if self.0 == "_OTHER" { "HTTP" } else { self.0 };
+        match self.1 {
+            Some(template) => write!(f, "{method} {template}"),
+            None => f.write_str(method),
+        }
+    }
 }
 
 /// The limits around the API routes: load shedding, the client address's rate and the request

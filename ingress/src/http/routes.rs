@@ -22,22 +22,28 @@ pub enum Route {
     AdminCouponCancel,
 }
 
-/// Path patterns; `{id}` matches one segment, even an empty one, which its parser then refuses
-/// (400). First match wins.
+/// Path patterns, also the routes' templates in traces (`http.route`); a `{…}` parameter matches
+/// one segment, even an empty one, which its parser then refuses (400). First match wins.
 const ROUTES: [(&str, Route); 13] = [
     ("/healthz", Route::Healthz),
     ("/readyz", Route::Readyz),
     ("/v1/campaigns", Route::PublicCampaigns),
-    ("/v1/campaigns/{id}", Route::PublicCampaign),
-    ("/v1/campaigns/{id}/issuances", Route::Issuances),
-    ("/v1/issuances/{id}", Route::Issuance),
+    ("/v1/campaigns/{campaign_id}", Route::PublicCampaign),
+    ("/v1/campaigns/{campaign_id}/issuances", Route::Issuances),
+    ("/v1/issuances/{issuance_id}", Route::Issuance),
     ("/v1/me/coupons", Route::MyCoupons),
-    ("/v1/coupons/{id}/redeem", Route::Redeem),
-    ("/v1/coupons/{id}/refund", Route::Refund),
+    ("/v1/coupons/{coupon_id}/redeem", Route::Redeem),
+    ("/v1/coupons/{coupon_id}/refund", Route::Refund),
     ("/v1/admin/campaigns", Route::AdminCampaigns),
-    ("/v1/admin/campaigns/{id}", Route::AdminCampaign),
-    ("/v1/admin/campaigns/{id}/close", Route::AdminCampaignClose),
-    ("/v1/admin/coupons/{id}/cancel", Route::AdminCouponCancel),
+    ("/v1/admin/campaigns/{campaign_id}", Route::AdminCampaign),
+    (
+        "/v1/admin/campaigns/{campaign_id}/close",
+        Route::AdminCampaignClose,
+    ),
+    (
+        "/v1/admin/coupons/{coupon_id}/cancel",
+        Route::AdminCouponCancel,
+    ),
 ];
 
 impl Route {
@@ -58,6 +64,15 @@ impl Route {
             Route::AdminCampaignClose => "admin_campaign_close",
             Route::AdminCouponCancel => "admin_coupon_cancel",
         }
+    }
+
+    /// The route's path template (`/v1/campaigns/{campaign_id}/issuances`): `http.route` in
+    /// traces, and the path in `docs/openapi.yaml`.
+    pub fn template(self) -> &'static str {
+        ROUTES
+            .iter()
+            .find_map(|(pattern, route)| (*route == self).then_some(*pattern))
+            .unwrap_or_default()
     }
 
     /// The methods the route serves; any other is 405.
@@ -85,7 +100,7 @@ impl Route {
     }
 }
 
-/// A path matched against the table: the route, and where in the path its `{id}` segment is
+/// A path matched against the table: the route, and where in the path its parameter is
 /// (empty when the pattern has none), so the request can move on without a copy of its path.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Matched {
@@ -94,7 +109,7 @@ pub struct Matched {
 }
 
 impl Matched {
-    /// The `{id}` segment of the path this was matched on.
+    /// The parameter segment (`{…}`) of the path this was matched on.
     pub fn id<'p>(&self, path: &'p str) -> &'p str {
         path.get(self.id.clone()).unwrap_or_default()
     }
@@ -108,7 +123,7 @@ pub fn find(path: &str) -> Option<Matched> {
         let mut given = path.split('/');
         for expected in pattern.split('/') {
             let segment = given.next()?;
-            if expected == "{id}" {
+            if expected.starts_with('{') {
                 id = offset..offset + segment.len();
             } else if expected != segment {
                 return None;
@@ -134,11 +149,15 @@ mod tests {
     #[test]
     fn every_pattern_matches_itself_and_only_its_route() {
         for (pattern, route) in ROUTES {
-            let path = pattern.replace("{id}", "abc");
+            let path = match pattern.split_once('{') {
+                Some((head, tail)) => format!("{head}abc{}", &tail[tail.find('}').unwrap() + 1..]),
+                None => pattern.to_owned(),
+            };
             let matched = find(&path).expect("matches");
             assert_eq!(matched.route, route, "{path}");
-            let want = if pattern.contains("{id}") { "abc" } else { "" };
+            let want = if pattern.contains('{') { "abc" } else { "" };
             assert_eq!(matched.id(&path), want);
+            assert_eq!(route.template(), pattern);
         }
     }
 

@@ -55,7 +55,11 @@ pub async fn request(
     let issuance = IssuanceId::new(campaign);
     let started = Instant::now();
     let reservation = reserve(app, caller, &issuance)
-        .instrument(tracing::info_span!("redis.reserve"))
+        .instrument(tracing::info_span!(
+            "redis.reserve",
+            otel.kind = "client",
+            db.system.name = "redis"
+        ))
         .await
         .inspect_err(|_| app.metrics.reservation(Outcome::Unavailable, started))?;
     app.metrics.reservation(outcome(&reservation), started);
@@ -156,7 +160,16 @@ async fn produce(
     let published = app
         .publisher
         .publish(event)
-        .instrument(tracing::info_span!("kafka.produce", otel.kind = "producer"))
+        .instrument(tracing::info_span!(
+            "kafka.produce",
+            otel.name = %format!("send {}", app.config.topic_requested),
+            otel.kind = "producer",
+            messaging.system = "kafka",
+            messaging.operation.type = "send",
+            messaging.operation.name = "send",
+            messaging.destination.name = %app.config.topic_requested,
+            messaging.message.id = %event.issuance_id,
+        ))
         .await;
     app.metrics.produced(
         match &published {

@@ -271,7 +271,7 @@ impl Publisher {
 }
 
 /// The event's CloudEvents headers and trace context. The issuance id is the event id (a
-/// re-produced event carries the same), the admission time is the event time.
+/// re-produced event carries the same) and its subject, the admission time is the event time.
 fn headers(event: &IssuanceRequested) -> OwnedHeaders {
     let trace = service::tracing_context::headers_of(&tracing::Span::current());
     let time = time::OffsetDateTime::from_unix_timestamp_nanos(
@@ -289,6 +289,7 @@ fn headers(event: &IssuanceRequested) -> OwnedHeaders {
             ce_type: topics::ISSUANCE_REQUESTED_TYPE,
             time: &time,
             schema: topics::ISSUANCE_REQUESTED_SCHEMA,
+            subject: &event.issuance_id,
         },
         &trace,
     )

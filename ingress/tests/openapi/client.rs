@@ -8,7 +8,7 @@ use http::HeaderMap;
 use serde_json::Value;
 use testkit::token;
 
-use super::document::{Answer, Document};
+use super::contract::{Answer, Document};
 use crate::support::Stack;
 
 /// The document and the answers seen so far, across every stack of the test.

@@ -36,6 +36,11 @@ async fn requested_events_carry_their_headers() {
         ("content-type", "application/x-protobuf"),
         ("schema", "coupon.v1.IssuanceRequested"),
         ("schema-version", "1"),
+        ("ce_subject", id.as_str()),
+        (
+            "ce_dataschema",
+            "urn:coupon:proto:coupon.v1.IssuanceRequested",
+        ),
     ] {
         assert_eq!(record.header(name).as_deref(), Some(value), "{name}");
     }
