@@ -1,18 +1,27 @@
-// k6 load test of the coupon issuance API: the drop, a spike and a soak.
+// k6 load test of the coupon issuance API: the drop, a spike and a soak, each iteration a phone.
 //
-//   k6 run loadtest/issuance.js                              # the drop at 3,000 requests/s
+//   k6 run loadtest/issuance.js                              # the drop at 3,000 taps/s
 //   SCENARIO=spike SPIKE_RATE=8000 k6 run loadtest/issuance.js
 //   SCENARIO=soak SOAK_RATE=500 SOAK_DURATION=30m k6 run loadtest/issuance.js
+//
+// One iteration is one user's tap: POST /v1/campaigns/{id}/issuances (repeated after Retry-After
+// plus jitter on 429/503, at most MAX_RETRIES times); on 202 it follows the `Location` with one
+// GET carrying `Prefer: wait=WAIT_SECONDS` and the same token, and long-polls again only while
+// the answer is still `accepted`, until OUTCOME_DEADLINE after the tap. `time_to_outcome` is the
+// time from the tap to reading `issued` (lib/client.js).
 //
 // Settings (environment): BASE_URL, SCENARIO (drop|spike|soak), RATE, DURATION, SPIKE_RATE,
 // SOAK_RATE, SOAK_DURATION, USERS (distinct users, one token each), STOCK, CAMPAIGN_ID (use an
 // existing campaign instead of creating one), JWT_HS256_SECRET (mints user and admin tokens,
 // with `iss`/`aud` from JWT_ISSUER/JWT_AUDIENCE when set),
 // ADMIN_TOKEN and TOKENS_FILE (pre-issued tokens, one per line, for RS256/ES256 deployments),
-// P99_MS (latency threshold), SUMMARY_FILE (JSON summary, default loadtest/results/summary.json),
-// ADMIN_URL (where the operator API is reached, default BASE_URL), CHECK_INVARIANTS (default 1),
-// INVARIANT_WAIT (seconds teardown waits for the ledger to catch up, default 120).
-// Every request uses a different token, so users are distinct until USERS wrap around.
+// P99_MS (the POST's latency threshold), SUMMARY_FILE (JSON summary, default
+// loadtest/results/summary.json), ADMIN_URL (where the operator API is reached, default
+// BASE_URL), CHECK_INVARIANTS (default 1), INVARIANT_WAIT (seconds teardown waits for the ledger
+// to catch up, default 120); the client flow: WAIT_SECONDS (10), OUTCOME_DEADLINE (30 s),
+// OUTCOME_P99_MS (2000), POLL_INTERVAL_MS (250, between reads a server answered without
+// waiting), MAX_RETRIES (3), RETRY_JITTER (0.5); VU sizing: VU_HOLD (2 s), PRE_VUS, MAX_VUS.
+// Every iteration uses a different token, so users are distinct until USERS wrap around.
 // teardown() checks the invariants through the admin view, over HTTP only: issued == accepted -
 // released, rejected == 0, issued <= total_stock. A breach fails the `invariant_violations`
 // threshold, so k6 exits non-zero.
@@ -22,6 +31,8 @@ import { check, sleep } from 'k6';
 import { Counter } from 'k6/metrics';
 import { SharedArray } from 'k6/data';
 import { bound, mintHs256, userTokens } from './lib/jwt.js';
+import { follow, resolve, tap } from './lib/client.js';
+import { summarize, text } from './lib/summary.js';
 
 const env = (name, fallback) => (__ENV[name] === undefined || __ENV[name] === '' ? fallback : __ENV[name]);
 const BASE_URL = env('BASE_URL', 'http://127.0.0.1:8080');
@@ -41,6 +52,17 @@ const USERS = Number(env('USERS', RATE * 61));
 // Fewer coupons than requests, so sold-out answers dominate the end of the drop.
 const STOCK = Number(env('STOCK', Math.floor(USERS / 3)));
 const RUN_ID = env('RUN_ID', `${Date.now()}`);
+// The phone's side of the flow.
+const CLIENT = {
+  waitSeconds: Number(env('WAIT_SECONDS', 10)),
+  deadlineMs: 1000 * Number(env('OUTCOME_DEADLINE', 30)),
+  pollIntervalMs: Number(env('POLL_INTERVAL_MS', 250)),
+  maxRetries: Number(env('MAX_RETRIES', 3)),
+  jitter: Number(env('RETRY_JITTER', 0.5)),
+};
+const OUTCOME_P99_MS = Number(env('OUTCOME_P99_MS', 2000));
+// Seconds one iteration may hold its VU: the tap plus the parked long-poll until the outcome.
+const VU_HOLD = Number(env('VU_HOLD', 2));
 
 const tokens = new SharedArray('user tokens', () => {
   const file = env('TOKENS_FILE', '');
@@ -50,8 +72,17 @@ const tokens = new SharedArray('user tokens', () => {
   return userTokens(SECRET, `k6-${RUN_ID}`, USERS, 4 * 3600);
 });
 
+// An arrival-rate executor starts `rate` iterations a second whatever the server does, and each
+// holds a VU while its long-poll is parked: concurrency is rate x time to outcome. maxVUs covers
+// rate x VU_HOLD; an outcome slower than that shows as dropped_iterations. Half of it is
+// pre-allocated, since k6 drops an iteration while it starts a VU mid-test. Iterations in flight
+// at the end get OUTCOME_DEADLINE (plus a margin) to finish.
 function vus(rate) {
-  return { preAllocatedVUs: Math.max(10, Math.ceil(rate / 20)), maxVUs: Math.max(50, Math.ceil(rate / 2)) };
+  return {
+    preAllocatedVUs: Number(env('PRE_VUS', Math.max(10, Math.ceil((rate * VU_HOLD) / 2)))),
+    maxVUs: Number(env('MAX_VUS', Math.max(50, Math.ceil(rate * VU_HOLD)))),
+    gracefulStop: `${Math.ceil(CLIENT.deadlineMs / 1000) + 15}s`,
+  };
 }
 
 const scenarios = {
@@ -92,9 +123,12 @@ if (!scenarios[SCENARIO]) {
 export const options = {
   scenarios: { [SCENARIO]: scenarios[SCENARIO] },
   thresholds: {
-    // 202 accepted, 409 already issued and 410 sold out are the expected answers of a drop.
+    // 202 accepted, 409 already issued and 410 sold out are the expected answers of a drop's
+    // POST, 200 of an outcome read.
     http_req_failed: ['rate<0.01'],
+    // The POST alone: a parked long-poll (`name: outcome`) is not issuance latency.
     'http_req_duration{name:issuance}': [`p(99)<${P99_MS}`],
+    time_to_outcome: [`p(99)<${OUTCOME_P99_MS}`],
     dropped_iterations: ['count==0'],
     checks: ['rate>0.99'],
     invariant_violations: ['count==0'],
@@ -151,10 +185,7 @@ export function setup() {
 
 export default function (data) {
   const token = tokens[exec.scenario.iterationInTest % tokens.length];
-  const response = http.post(`${BASE_URL}/v1/campaigns/${data.campaign_id}/issuances`, null, {
-    headers: { Authorization: `Bearer ${token}` },
-    tags: { name: 'issuance' },
-  });
+  const { response, started } = tap(`${BASE_URL}/v1/campaigns/${data.campaign_id}/issuances`, token, CLIENT);
   const counter = answers[response.status];
   if (counter) {
     counter.add(1);
@@ -162,6 +193,12 @@ export default function (data) {
     unexpected.add(1);
   }
   check(response, { 'answered 202, 409 or 410': (r) => r.status in answers });
+  if (response.status !== 202) {
+    return;
+  }
+  const location = response.headers.Location;
+  const outcome = follow(location ? resolve(BASE_URL, location) : null, token, started, CLIENT);
+  check(outcome, { 'outcome read before the deadline': (o) => o !== 'timeout' && o !== 'error' });
 }
 
 // The invariants, read from the admin view once the ledger has caught up with what was accepted
@@ -205,51 +242,7 @@ export function teardown(data) {
   check(view, Object.fromEntries(Object.entries(invariants).map(([name, held]) => [name, () => held])));
 }
 
-function metric(data, name, field) {
-  const m = data.metrics[name];
-  return m && m.values ? m.values[field] : undefined;
-}
-
 export function handleSummary(data) {
-  const summary = {
-    scenario: SCENARIO,
-    base_url: BASE_URL,
-    campaign_id: data.setup_data ? data.setup_data.campaign_id : null,
-    stock: data.setup_data ? data.setup_data.stock : null,
-    // Iterations: one issuance request each (setup's campaign creation is not counted).
-    requests: metric(data, 'iterations', 'count') || 0,
-    requests_per_second: metric(data, 'iterations', 'rate') || 0,
-    accepted: metric(data, 'issuance_accepted', 'count') || 0,
-    duplicate: metric(data, 'issuance_duplicate', 'count') || 0,
-    sold_out: metric(data, 'issuance_sold_out', 'count') || 0,
-    unexpected: metric(data, 'issuance_unexpected', 'count') || 0,
-    dropped_iterations: metric(data, 'dropped_iterations', 'count') || 0,
-    // Requests k6 counted as failed: setup's and teardown's own answers are expected ones.
-    failed_requests: metric(data, 'http_req_failed', 'passes') || 0,
-    invariants_checked: metric(data, 'invariants_checked', 'count') || 0,
-    invariant_violations: metric(data, 'invariant_violations', 'count') || 0,
-    latency_ms: {
-      p50: metric(data, 'http_req_duration{name:issuance}', 'med'),
-      p99: metric(data, 'http_req_duration{name:issuance}', 'p(99)'),
-      p999: metric(data, 'http_req_duration{name:issuance}', 'p(99.9)'),
-      max: metric(data, 'http_req_duration{name:issuance}', 'max'),
-    },
-    thresholds_passed: Object.values(data.metrics).every(
-      (m) => !m.thresholds || Object.values(m.thresholds).every((t) => t.ok),
-    ),
-  };
-  const text = [
-    `scenario ${summary.scenario} against ${summary.base_url}, campaign ${summary.campaign_id}`,
-    `requests ${summary.requests} (${summary.requests_per_second.toFixed(0)}/s), dropped iterations ${summary.dropped_iterations}`,
-    `accepted ${summary.accepted}, duplicate ${summary.duplicate}, sold out ${summary.sold_out}, unexpected ${summary.unexpected}`,
-    `invariants checked ${summary.invariants_checked}, breached ${summary.invariant_violations}`,
-    `latency p50 ${fmt(summary.latency_ms.p50)} ms, p99 ${fmt(summary.latency_ms.p99)} ms, p99.9 ${fmt(summary.latency_ms.p999)} ms`,
-    `thresholds ${summary.thresholds_passed ? 'passed' : 'FAILED'}`,
-    '',
-  ].join('\n');
-  return { stdout: text, [SUMMARY_FILE]: JSON.stringify(summary, null, 2) };
-}
-
-function fmt(value) {
-  return value === undefined ? '-' : value.toFixed(1);
+  const summary = summarize(data, { scenario: SCENARIO, baseUrl: BASE_URL });
+  return { stdout: text(summary), [SUMMARY_FILE]: JSON.stringify(summary, null, 2) };
 }

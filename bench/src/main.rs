@@ -7,6 +7,7 @@
 mod backlog;
 mod ceiling;
 mod load;
+mod waiters;
 
 use clap::{CommandFactory, FromArgMatches, Parser, Subcommand};
 
@@ -30,6 +31,8 @@ enum Command {
     Backlog(backlog::Args),
     /// The benchmark's ceiling: a trivial HTTP server answering 202.
     Ceiling(ceiling::Args),
+    /// Many users tap once, then each parks one long-poll on its outcome: one JSON line.
+    Waiters(waiters::Args),
 }
 
 #[tokio::main]
@@ -43,5 +46,6 @@ async fn main() -> anyhow::Result<()> {
         Command::Load(args) => load::run(args).await,
         Command::Backlog(args) => backlog::run(args, cli.env.profile).await,
         Command::Ceiling(args) => ceiling::run(args).await,
+        Command::Waiters(args) => waiters::run(args).await,
     }
 }

@@ -58,7 +58,11 @@ impl Api {
     }
 }
 
-/// The burst's answers, by status and latency.
+/// One tap: its status and latency, and for a 202 the time from the tap to its `issued`
+/// outcome (`None` when the outcome was not `issued` within the deadline).
+type Tap = (u16, Duration, Option<Duration>);
+
+/// The burst's answers, by status and latency, and the accepted taps' times to outcome.
 struct Burst {
     requests: usize,
     elapsed: Duration,
@@ -68,14 +72,18 @@ struct Burst {
     other: usize,
     /// Sorted, shortest first.
     latencies: Vec<Duration>,
+    /// From tap to `issued`, read by the tap's long-poll; sorted, shortest first.
+    to_outcome: Vec<Duration>,
 }
 
 impl Burst {
-    fn of(answers: Vec<(u16, Duration)>, elapsed: Duration) -> Self {
-        let count = |s: u16| answers.iter().filter(|(status, _)| *status == s).count();
+    fn of(answers: Vec<Tap>, elapsed: Duration) -> Self {
+        let count = |s: u16| answers.iter().filter(|(status, ..)| *status == s).count();
         let (accepted, duplicate, sold_out) = (count(202), count(409), count(410));
-        let mut latencies: Vec<Duration> = answers.iter().map(|(_, latency)| *latency).collect();
+        let mut latencies: Vec<Duration> = answers.iter().map(|(_, latency, _)| *latency).collect();
         latencies.sort_unstable();
+        let mut to_outcome: Vec<Duration> = answers.iter().filter_map(|(.., o)| *o).collect();
+        to_outcome.sort_unstable();
         Burst {
             requests: answers.len(),
             elapsed,
@@ -84,16 +92,20 @@ impl Burst {
             sold_out,
             other: answers.len() - accepted - duplicate - sold_out,
             latencies,
+            to_outcome,
         }
     }
 
     /// The `p` quantile of the latencies in milliseconds (0 when nothing was sent).
     fn latency_ms(&self, p: f64) -> f64 {
-        let at = (self.latencies.len().saturating_sub(1) as f64 * p) as usize;
-        self.latencies
-            .get(at)
-            .map_or(0.0, |d| d.as_secs_f64() * 1_000.0)
+        quantile_ms(&self.latencies, p)
     }
+}
+
+/// The `p` quantile of sorted durations, in milliseconds (0 when empty).
+fn quantile_ms(sorted: &[Duration], p: f64) -> f64 {
+    let at = (sorted.len().saturating_sub(1) as f64 * p) as usize;
+    sorted.get(at).map_or(0.0, |d| d.as_secs_f64() * 1_000.0)
 }
 
 /// The ledger once it caught up with the burst (or gave up waiting after a minute).
@@ -152,6 +164,13 @@ fn verdict(
     if burst.accepted != expected || issued != burst.accepted || burst.other != 0 {
         bail!("expected {expected} accepted and persisted with no errors");
     }
+    if burst.to_outcome.len() != burst.accepted {
+        bail!(
+            "expected every accepted tap's long-poll to read `issued`; {} of {} did",
+            burst.to_outcome.len(),
+            burst.accepted
+        );
+    }
     if sold_out
         && !["opened", "sold-out"]
             .iter()
@@ -206,26 +225,66 @@ fn burst_tokens(args: &Args, campaign: &str, now: i64) -> anyhow::Result<Vec<Str
     Ok(tokens)
 }
 
-/// Sends one issuance request per token, `concurrency` at a time.
+/// Sends one issuance request per token, `concurrency` at a time, as phones do: each 202 is
+/// followed by a long-poll on its `Location` until it reads the outcome.
 async fn fire(api: &Api, campaign: &str, tokens: Vec<String>, concurrency: usize) -> Burst {
     let url = format!("{}/v1/campaigns/{campaign}/issuances", api.base_url);
     let started = Instant::now();
-    let answers: Vec<(u16, Duration)> = futures_util::stream::iter(tokens)
+    let answers: Vec<Tap> = futures_util::stream::iter(tokens)
         .map(|token| {
             let (http, url) = (api.http.clone(), url.clone());
+            let base = api.base_url.clone();
             async move {
                 let sent = Instant::now();
-                let status = match http.post(&url).bearer_auth(token).send().await {
-                    Ok(response) => response.status().as_u16(),
-                    Err(_) => 0,
+                let Ok(response) = http.post(&url).bearer_auth(&token).send().await else {
+                    return (0, sent.elapsed(), None);
                 };
-                (status, sent.elapsed())
+                let (status, latency) = (response.status().as_u16(), sent.elapsed());
+                let location = response.headers().get(reqwest::header::LOCATION).cloned();
+                let outcome = match location.as_ref().map(|l| l.to_str()) {
+                    Some(Ok(location)) if status == 202 => {
+                        let poll = format!("{base}{location}");
+                        issued_after(&http, &poll, &token, sent).await
+                    }
+                    _ => None,
+                };
+                (status, latency, outcome)
             }
         })
         .buffer_unordered(concurrency)
         .collect()
         .await;
     Burst::of(answers, started.elapsed())
+}
+
+/// Long-polls an accepted tap's issuance (`Prefer: wait=10`) until it leaves `accepted`, for up
+/// to 30 s from the tap: the time from the tap to `issued`, or `None`.
+async fn issued_after(
+    http: &reqwest::Client,
+    url: &str,
+    token: &str,
+    tapped: Instant,
+) -> Option<Duration> {
+    while tapped.elapsed() < Duration::from_secs(30) {
+        let response = http
+            .get(url)
+            .bearer_auth(token)
+            .header("Prefer", "wait=10")
+            .timeout(Duration::from_secs(20))
+            .send()
+            .await
+            .ok()?;
+        let waited = response.headers().contains_key("preference-applied");
+        let body: serde_json::Value = response.json().await.ok()?;
+        match body["status"].as_str() {
+            Some("issued") => return Some(tapped.elapsed()),
+            Some("accepted") if waited => {}
+            // A server that did not wait is not asked again at once.
+            Some("accepted") => tokio::time::sleep(Duration::from_millis(200)).await,
+            _ => return None,
+        }
+    }
+    None
 }
 
 /// Polls the campaign until the ledger holds a coupon per accepted request, for up to a minute.
@@ -267,6 +326,13 @@ fn print_burst(burst: &Burst, ledger: &Ledger) {
         burst.latency_ms(0.50),
         burst.latency_ms(0.99),
         burst.latency_ms(1.0)
+    );
+    println!(
+        "outcome     {} of {} accepted read `issued` by long-poll; tap to issued p50 {:.1} ms, p99 {:.1} ms",
+        burst.to_outcome.len(),
+        burst.accepted,
+        quantile_ms(&burst.to_outcome, 0.50),
+        quantile_ms(&burst.to_outcome, 0.99)
     );
 }
 

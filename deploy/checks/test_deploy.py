@@ -42,6 +42,7 @@ RELEASE, NAMESPACE = "coupon-issuance", "coupon"
 
 # Every metric the services export (docs/OPERATIONS.md); the dashboard shows each of them.
 METRICS = {
+    "coupon_issuance_waiters", "coupon_issuance_wakeups_total", "coupon_outcome_listener_reconnects_total",
     "coupon_http_requests_total", "coupon_http_request_duration_seconds", "coupon_reservations_total",
     "coupon_kafka_produce_duration_seconds", "coupon_kafka_produce_total", "coupon_redis_duration_seconds",
     "coupon_producer_queue_messages", "coupon_journal_entries", "coupon_journal_rolled_forward_total",
@@ -624,6 +625,23 @@ class ChartTest(Properties, unittest.TestCase):
             for cm in find(kustomize(path), "ConfigMap"):
                 self.assertEqual(cm["data"]["OTEL_TRACES_SAMPLER"], "parentbased_traceidratio", path)
                 self.assertEqual(cm["data"]["OTEL_TRACES_SAMPLER_ARG"], "0.01", path)
+
+    def test_cors_is_off_unless_origins_are_given(self):
+        # Production default: no origin allowed, so the ingress sends no CORS headers at all.
+        for name in scenarios():
+            _, objects = rendered(name)
+            data = one(objects, "ConfigMap", "-ingress")["data"]
+            wanted = ",".join(scenarios()[name].get("cors", {}).get("allowedOrigins", [])) or None
+            self.assertEqual(data.get("CORS_ALLOWED_ORIGINS"), wanted, name)
+            self.assertIn("CORS_MAX_AGE_SECS", data, name)
+        objects = objects_of(render({**PRODUCTION, "cors": {"allowedOrigins": ["https://shop.example.com", "http://localhost:3000"], "maxAgeSeconds": 60}}))
+        data = one(objects, "ConfigMap", "-ingress")["data"]
+        self.assertEqual(data["CORS_ALLOWED_ORIGINS"], "https://shop.example.com,http://localhost:3000")
+        self.assertEqual(data["CORS_MAX_AGE_SECS"], "60")
+        self.assertNotIn("CORS_ALLOWED_ORIGINS", one(objects, "ConfigMap", "-consumer")["data"])
+        for bad in ({"allowedOrigins": ["shop.example.com"]}, {"allowedOrigins": ["https://a/b"]}, {"maxAgeSeconds": 86401}):
+            with self.subTest(bad=bad), self.assertRaises(helm.HelmValuesError, msg=f"schema accepted {bad}"):
+                chart().validate_schema({**PRODUCTION, "cors": {"allowedOrigins": [], "maxAgeSeconds": 600, **bad}})
 
     def test_network_policies_and_spread(self):
         _, objects = rendered("defaults")

@@ -18,6 +18,7 @@
 mod events;
 mod faults;
 mod loadtest;
+mod long_poll;
 mod managed_all;
 mod managed_kafka;
 mod managed_postgres;

@@ -213,6 +213,14 @@ pub struct Config {
     )]
     pub max_public_reads: usize,
 
+    /// `ISSUANCE_WAIT_MAX_SECS` and `ISSUANCE_WAITERS_MAX` (`issue::outcomes`).
+    #[command(flatten)]
+    pub waits: crate::issue::outcomes::WaitArgs,
+
+    /// `CORS_ALLOWED_ORIGINS` and `CORS_MAX_AGE_SECS` (`http::cors`).
+    #[command(flatten)]
+    pub cors: crate::http::cors::CorsArgs,
+
     #[command(flatten)]
     pub common: service::Common,
 }
@@ -224,6 +232,7 @@ impl service::Validate for Config {
         self.common.problems(&mut problems);
         self.kafka.problems(&mut problems);
         self.http_problems(&mut problems);
+        self.cors.problems(&mut problems);
         self.auth_problems(&mut problems);
         self.dependency_problems(&mut problems);
         if problems.is_empty() {
@@ -360,27 +369,6 @@ impl Config {
                 "JWT_AUDIENCE must be set in production (COUPON_ENV=development allows tokens without aud)"
                     .to_owned(),
             );
-        }
-    }
-
-    /// What tokens must carry and which roles they name.
-    pub fn token_expectations(&self) -> crate::http::auth::Expectations {
-        use crate::http::auth::{Roles, ServiceTokens};
-        let service_tokens = match (&self.jwt_service_audience, self.common.profile) {
-            (Some(audience), _) => ServiceTokens::ByRoleAndAudience(audience.clone()),
-            (None, service::Profile::Development) => ServiceTokens::ByRole,
-            (None, service::Profile::Production) => ServiceTokens::Refused,
-        };
-        crate::http::auth::Expectations {
-            leeway_secs: self.jwt_leeway_secs,
-            issuer: self.jwt_issuer.clone(),
-            audience: self.jwt_audience.clone(),
-            roles: Roles {
-                claim: self.jwt_role_claim.clone(),
-                admin: self.jwt_admin_role.clone(),
-                service: self.jwt_service_role.clone(),
-                service_tokens,
-            },
         }
     }
 

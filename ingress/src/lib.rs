@@ -7,7 +7,8 @@
 //! - [`http`]: the edge: the accept loop ([`run`]), the route table and dispatch, bearer
 //!   tokens, rate limits, pagination, problem responses, probes.
 //! - [`issue`]: the issuance path: the handler (reserve, produce, answer), the idempotent
-//!   producer, and the sweeper that clears, rolls forward and re-seeds the journal.
+//!   producer, the sweeper that clears, rolls forward and re-seeds the journal, and the
+//!   waiters of long-polls on an outcome (`outcomes`).
 //! - [`campaigns`]: `store` (the ledger's campaigns with live figures), `admin` (operator
 //!   routes), `public` (cached public reads).
 //! - [`coupons`]: the user's coupons, redemption, refund, cancellation.
@@ -69,6 +70,8 @@ pub struct App {
     pub lag: lag::Lag,
     /// Loss checks and re-seeding after Redis lost writes.
     pub recovery: issue::recovery::Recovery,
+    /// Long-polls parked on an issuance's outcome, woken by this process's one listener.
+    pub outcomes: issue::outcomes::Outcomes,
 }
 
 impl App {
@@ -117,12 +120,13 @@ impl App {
         .context("creating the Kafka lag reader")?;
         let confirmations = issue::sweeper::Confirmations::spawn(gate.clone());
         let limits = http::limits::RateLimits::new(&config);
-        let in_flight = Arc::new(tokio::sync::Semaphore::new(config.max_in_flight));
         let public =
             campaigns::public::Cache::new(config.max_public_reads, config.database_pool_size);
+        let metrics = metrics::Metrics::new();
+        let outcomes = issue::outcomes::Outcomes::start(&config.waits, &metrics, postgres);
         let app = Arc::new(App {
             limits,
-            in_flight,
+            in_flight: Arc::new(tokio::sync::Semaphore::new(config.max_in_flight)),
             config,
             keys,
             confirmations,
@@ -131,10 +135,11 @@ impl App {
             db,
             ready: AtomicBool::new(true),
             readiness: ops::Readiness::default(),
-            metrics: metrics::Metrics::new(),
+            metrics,
             public,
             lag,
             recovery: issue::recovery::Recovery::default(),
+            outcomes,
         });
         if app.keys.from_url() {
             // A key the identity provider withdrew stops verifying within the interval. The task

@@ -37,6 +37,12 @@ pub struct Metrics {
     pub gate_secured: Counter,
     gate_reseeds: Counter,
     gate_fence_duration: Histogram,
+    /// Long-polls parked now (`issue::outcomes`).
+    pub issuance_waiters: Gauge,
+    /// Parked long-polls woken (by their issuance's outcome, or all at once after a reconnect).
+    pub issuance_wakeups: Counter,
+    /// Times the outcome listener lost (or could not open) its PostgreSQL connection.
+    pub outcome_listener_reconnects: Counter,
 }
 
 /// How a reservation ended, as counted.
@@ -89,6 +95,9 @@ impl Metrics {
             gate_fence_duration: Histogram::new([
                 1.0, 2.5, 5.0, 10.0, 20.0, 40.0, 80.0, 160.0, 320.0,
             ]),
+            issuance_waiters: Gauge::default(),
+            issuance_wakeups: Counter::default(),
+            outcome_listener_reconnects: Counter::default(),
         };
         let mut registry = Registry::default();
         metrics.register(&mut registry);
@@ -171,6 +180,26 @@ impl Metrics {
             metrics.dependency_up.clone(),
         );
         metrics.register_gate(registry);
+        metrics.register_waiters(registry);
+    }
+
+    /// The series of long-polls and the listener that wakes them.
+    fn register_waiters(&self, registry: &mut Registry) {
+        registry.register(
+            "coupon_issuance_waiters",
+            "Long-polls on an issuance's outcome parked now",
+            self.issuance_waiters.clone(),
+        );
+        registry.register(
+            "coupon_issuance_wakeups",
+            "Parked long-polls woken by an outcome notification (or all at once after a reconnect)",
+            self.issuance_wakeups.clone(),
+        );
+        registry.register(
+            "coupon_outcome_listener_reconnects",
+            "Times the outcome listener lost or could not open its PostgreSQL connection",
+            self.outcome_listener_reconnects.clone(),
+        );
     }
 
     /// The series of the gate's loss checks and re-seeding.

@@ -65,12 +65,18 @@ pub fn ready(app: &App) -> Result<(), &'static str> {
 
 /// Checks the dependencies now, then every `INGRESS_READY_CHECK_INTERVAL_MS` after the previous
 /// check ended, until `stop`: at most one Kafka metadata request per interval, however many
-/// probes arrive.
-pub async fn refresh(app: Arc<App>, mut stop: watch::Receiver<bool>) {
+/// probes arrive. At `stop` (the listener closed: shutdown) parked long-polls end too, each
+/// answering the current state, so draining never waits out their time.
+pub async fn refresh(app: Arc<App>, stop: watch::Receiver<bool>) {
+    check_until(&app, stop).await;
+    app.outcomes.stop();
+}
+
+async fn check_until(app: &Arc<App>, mut stop: watch::Receiver<bool>) {
     let every = Duration::from_millis(app.config.ready_check_interval_ms);
     loop {
         tokio::select! {
-            result = check(&app) => app.readiness.set(result),
+            result = check(app) => app.readiness.set(result),
             _ = stop.wait_for(|stopped| *stopped) => return,
         }
         tokio::select! {

@@ -6,12 +6,14 @@
 
 mod availability;
 mod bad_input;
+mod browsers;
 mod campaigns;
 mod coupons;
 mod openapi;
 mod produced;
 mod security;
 mod support;
+mod waiting;
 
 use std::collections::{HashMap, HashSet};
 use std::time::Duration;

@@ -139,6 +139,22 @@ impl Api {
             .unwrap()
     }
 
+    /// `GET /v1/issuances/{id}` as `user` with `Prefer: {prefer}` (`wait=N`: a long-poll).
+    pub async fn status_preferring(
+        &self,
+        issuance: &str,
+        user: &str,
+        prefer: &str,
+    ) -> reqwest::Response {
+        self.http
+            .get(format!("{}/v1/issuances/{issuance}", self.base))
+            .bearer_auth(self.token_for(user, None))
+            .header("prefer", prefer)
+            .send()
+            .await
+            .unwrap()
+    }
+
     /// `GET /v1/issuances/{id}` as `user`.
     pub async fn status(&self, issuance: &str, user: &str) -> reqwest::Response {
         self.http

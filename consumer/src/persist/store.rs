@@ -96,6 +96,9 @@ impl Ledger {
             redelivered: plan.redelivered as u64,
             phases: Vec::new(),
         };
+        // Sent at the commit: parked long-polls wake only once their row is there.
+        let settled = plan.insert.iter().copied();
+        super::notify::announce(&tx, settled.chain(plan.reject.iter().map(|(i, _)| *i))).await?;
         let write = started.elapsed();
         tx.commit().await?;
         written.phases = vec![

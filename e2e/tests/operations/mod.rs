@@ -110,6 +110,7 @@ async fn the_demo_burst_reports_a_clean_drop() {
         "accepted    60\n",
         "other       0\n",
         "persisted   60 rows",
+        "outcome     60 of 60 accepted read `issued` by long-poll",
         "events      opened, sold-out on ",
     ] {
         assert!(stdout.contains(line), "{line:?} in:\n{stdout}");

@@ -10,7 +10,9 @@
 //!   random ids never takes the connections operators and status reads need: past it, 503 with
 //!   `Retry-After` at once;
 //! - the requests themselves hold permits of their own budget (`INGRESS_MAX_PUBLIC_READS`,
-//!   taken by `http::guarded`), never issuance's.
+//!   taken by `http::guarded`), never issuance's;
+//! - answers carry `Cache-Control: public, max-age=` `TTL` and an `ETag` (`http::caching`), so
+//!   a CDN or the browser can keep them as long as this cache does.
 
 use std::collections::HashMap;
 use std::hash::Hash;
@@ -28,8 +30,8 @@ use super::store;
 use crate::App;
 use crate::http::problem::Problem;
 
-/// How old a served figure may be.
-const TTL: Duration = Duration::from_secs(1);
+/// How old a served figure may be; also the `max-age` its answers carry (`http::caching`).
+pub const TTL: Duration = Duration::from_secs(1);
 /// How long an id the ledger does not know reads as unknown without asking it again.
 const UNKNOWN_TTL: Duration = Duration::from_secs(1);
 /// Most campaigns cached; past it, those older than `TTL` are dropped.

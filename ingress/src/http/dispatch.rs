@@ -186,7 +186,7 @@ async fn authenticate(app: &App, request: &Request<Incoming>) -> Result<Principa
 }
 
 /// A user route's caller, counted against the per-user rate.
-async fn user(app: &App, request: &Request<Incoming>) -> Result<Principal, Problem> {
+pub(super) async fn user(app: &App, request: &Request<Incoming>) -> Result<Principal, Problem> {
     let caller = authenticate(app, request).await?;
     app.limits.user(caller.user.as_str())?;
     Ok(caller)

@@ -7,12 +7,16 @@
 //! - [`routes`]: the route table; [`dispatch`](self::dispatch): (route, method) to handler.
 //! - [`auth`]: bearer tokens; [`limits`]: rates and the client address; [`paging`]: keyset
 //!   pages; [`problem`]: RFC 9457 problems.
+//! - [`long_poll`]: `GET /v1/issuances/{id}` with `Prefer: wait=N`.
 //! - `body`: request bodies and JSON replies; `probes`: `/healthz`, `/readyz`.
 
 pub mod auth;
 mod body;
+mod caching;
+pub mod cors;
 mod dispatch;
 pub mod limits;
+pub mod long_poll;
 pub mod paging;
 mod probes;
 pub mod problem;
@@ -34,7 +38,11 @@ pub type Reply = Response<Full<Bytes>>;
 pub async fn handle(app: &App, request: Request<Incoming>, peer: std::net::SocketAddr) -> Reply {
     let started = std::time::Instant::now();
     let matched = routes::find(request.uri().path());
-    let label = matched.as_ref().map_or("other", |m| m.route.label());
+    let label = match matched.as_ref() {
+        // Long-polls have a label of their own: their waits are not the read's latency.
+        Some(m) if long_poll::asked(app, &request, m).is_some() => long_poll::LABEL,
+        m => m.map_or("other", |m| m.route.label()),
+    };
     let method = span_method(request.method());
     let template = matched.as_ref().map(|m| m.route.template());
     // Named and described by the OpenTelemetry HTTP server conventions.
@@ -128,7 +136,7 @@ async fn guarded(
     } else {
         app.in_flight.try_acquire().ok()
     };
-    let Some(_permit) = permit else {
+    let Some(permit) = permit else {
         app.metrics.shed.inc();
         return Err(Problem::unavailable("overloaded; retry"));
     };
@@ -140,9 +148,15 @@ async fn guarded(
     let Some(matched) = matched else {
         return Err(Problem::NotFound("no such route"));
     };
+    if let Some(wait) = long_poll::asked(app, &request, &matched) {
+        // It gives the permit back while it waits, and bounds its reads itself.
+        return long_poll::answer(app, request, &matched, wait, permit).await;
+    }
     let label = matched.route.label();
     let deadline = std::time::Duration::from_millis(app.config.request_timeout_ms);
-    match tokio::time::timeout(deadline, dispatch::dispatch(app, request, matched)).await {
+    let outcome = tokio::time::timeout(deadline, dispatch::dispatch(app, request, matched)).await;
+    drop(permit);
+    match outcome {
         Ok(outcome) => outcome,
         Err(_elapsed) => {
             tracing::warn!(route = label, "request deadline passed");

@@ -8,6 +8,8 @@ use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
 use anyhow::Context;
+use http::Request;
+use hyper::body::Incoming;
 use hyper::server::conn::http1;
 use hyper::service::service_fn;
 use hyper_util::rt::{TokioIo, TokioTimer};
@@ -15,6 +17,9 @@ use hyper_util::server::graceful::GracefulShutdown;
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 
+use super::Reply;
+use super::caching::Caching;
+use super::cors::Cors;
 use crate::App;
 use crate::issue::sweeper;
 
@@ -126,7 +131,7 @@ fn serve(
     let app = app.clone();
     let service = service_fn(move |request| {
         let app = app.clone();
-        async move { Ok::<_, Infallible>(super::handle(&app, request, peer).await) }
+        async move { Ok::<_, Infallible>(answer(&app, request, peer).await) }
     });
     let connection = graceful.watch(http.serve_connection(TokioIo::new(stream), service));
     tokio::spawn(async move {
@@ -136,6 +141,18 @@ fn serve(
         drop(open);
         drop(permit);
     });
+}
+
+/// Every answer of the public listener: a CORS preflight is answered before any limit, token
+/// or permit; anything else is handled, then given its caching and CORS headers.
+async fn answer(app: &App, request: Request<Incoming>, peer: std::net::SocketAddr) -> Reply {
+    let cors = Cors::of(&app.config.cors, &request);
+    if let Some(reply) = cors.preflight(app, &request) {
+        return reply;
+    }
+    let caching = Caching::of(&request);
+    let reply = super::handle(app, request, peer).await;
+    cors.apply(caching.apply(reply).await)
 }
 
 /// After the listener closed: in-flight requests finish, the sweeper and the readiness check

@@ -190,9 +190,13 @@ async fn produce(
                 PublishError::Unsigned => "event-unsigned",
                 _ => "kafka-refused",
             };
-            if let Err(release) = release(app, &issuance, generation, reason).await {
+            match release(app, &issuance, generation, reason).await {
+                Ok(true) => super::outcomes::announce_release(&app.db, issuance),
+                Ok(false) => {}
                 // The admission stays journaled; reconciliation settles it.
-                tracing::error!(error = ?release, issuance = %issuance, "release failed");
+                Err(release) => {
+                    tracing::error!(error = ?release, issuance = %issuance, "release failed");
+                }
             }
             Err(kafka_unavailable())
         }

@@ -116,6 +116,13 @@ async fn issuance(api: Api<'_>) -> Campaigns {
         .await;
     let issued = api.get(&status).user("amy").expect(200).await;
     assert_eq!(issued.body["status"], "issued");
+    // A long-poll on a settled issuance: at once, with the wait honoured (capped).
+    let polled = (api.get(&status).user("amy"))
+        .with(|r| r.header("prefer", "wait=45"))
+        .expect(200)
+        .await;
+    assert_eq!(polled.body["status"], "issued");
+    assert_eq!(polled.header("preference-applied"), "wait=30");
 
     // A reservation given back (Kafka refused its event) reads as released, with the reason.
     let released = api
@@ -146,9 +153,21 @@ async fn public_campaigns(api: Api<'_>, campaigns: &Campaigns) {
         .map(|c| &c["id"])
         .collect();
     assert!(listed.contains(&&json!(campaigns.later)), "{}", list.body);
+    // A copy the client holds is still current: 304, no body.
+    let held = |tag: &str| {
+        let tag = tag.to_owned();
+        move |r: reqwest::RequestBuilder| r.header("if-none-match", tag)
+    };
+    let current = list.header("etag");
+    api.get("/v1/campaigns")
+        .with(held(current))
+        .expect(304)
+        .await;
     let single = format!("/v1/campaigns/{}", campaigns.single);
     let campaign = api.get(&single).expect(200).await;
     assert_eq!(campaign.body["remaining"], 0);
+    let current = campaign.header("etag");
+    api.get(&single).with(held(current)).expect(304).await;
     let unknown = format!("/v1/campaigns/{}", Uuid::now_v7());
     api.get(&unknown).expect(404).await;
     api.get("/v1/campaigns/not-a-uuid").expect(400).await;

@@ -27,7 +27,7 @@ impl Keys {
     /// The key source the settings name: a JWKS file or URL, else the HS256 secret.
     pub async fn load(config: &crate::Config) -> anyhow::Result<Keys> {
         use anyhow::Context as _;
-        let expect = config.token_expectations();
+        let expect = expectations(config);
         if config.common.profile.is_production()
             && expect.roles.service_tokens == super::ServiceTokens::Refused
         {
@@ -262,6 +262,27 @@ pub fn jwks_url_is_allowed(url: &str) -> bool {
         None => authority.split(':').next().unwrap_or_default(),
     };
     matches!(host, "localhost" | "127.0.0.1" | "::1")
+}
+
+/// What tokens must carry and which roles they name, from the settings.
+fn expectations(config: &crate::Config) -> Expectations {
+    use super::{Roles, ServiceTokens};
+    let service_tokens = match (&config.jwt_service_audience, config.common.profile) {
+        (Some(audience), _) => ServiceTokens::ByRoleAndAudience(audience.clone()),
+        (None, service::Profile::Development) => ServiceTokens::ByRole,
+        (None, service::Profile::Production) => ServiceTokens::Refused,
+    };
+    Expectations {
+        leeway_secs: config.jwt_leeway_secs,
+        issuer: config.jwt_issuer.clone(),
+        audience: config.jwt_audience.clone(),
+        roles: Roles {
+            claim: config.jwt_role_claim.clone(),
+            admin: config.jwt_admin_role.clone(),
+            service: config.jwt_service_role.clone(),
+            service_tokens,
+        },
+    }
 }
 
 #[cfg(test)]
