@@ -96,7 +96,10 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
         *taps.entry(status).or_insert(0) += 1;
         accepted.extend(location);
     }
-    eprintln!("[waiters] {} taps accepted; parking the long-polls", accepted.len());
+    eprintln!(
+        "[waiters] {} taps accepted; parking the long-polls",
+        accepted.len()
+    );
 
     // Every long-poll on a connection of its own, as phones would hold them.
     let polls_client = reqwest::Client::builder()
@@ -112,7 +115,10 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
     for poll in polls.collect::<Vec<_>>() {
         answers.push(poll.await?);
     }
-    println!("{}", serde_json::to_string(&Report::of(&args, taps, answers))?);
+    println!(
+        "{}",
+        serde_json::to_string(&Report::of(&args, taps, answers))?
+    );
     Ok(())
 }
 
@@ -132,7 +138,10 @@ async fn tap(
         .get(reqwest::header::LOCATION)
         .and_then(|l| l.to_str().ok())
         .map(|l| format!("{base}{l}"));
-    (status, location.filter(|_| status == 202).map(|l| (l, token)))
+    (
+        status,
+        location.filter(|_| status == 202).map(|l| (l, token)),
+    )
 }
 
 async fn long_poll(client: &reqwest::Client, url: &str, token: &str, prefer: &str) -> Answer {
