@@ -41,6 +41,10 @@ pub struct Args {
     users: String,
     #[command(flatten)]
     secret: service::dev_token::DevSecret,
+    /// Seconds to pause between the taps and the long-polls (the benchmark reads the server's
+    /// memory then, with the taps' state and no waiter).
+    #[arg(long, default_value_t = 0)]
+    pause: u64,
     /// A label copied into the JSON result.
     #[arg(long, default_value = "")]
     label: String,
@@ -96,10 +100,9 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
         *taps.entry(status).or_insert(0) += 1;
         accepted.extend(location);
     }
-    eprintln!(
-        "[waiters] {} taps accepted; parking the long-polls",
-        accepted.len()
-    );
+    eprintln!("[waiters] {} taps accepted", accepted.len());
+    tokio::time::sleep(Duration::from_secs(args.pause)).await;
+    eprintln!("[waiters] parking the long-polls");
 
     // Every long-poll on a connection of its own, as phones would hold them.
     let polls_client = reqwest::Client::builder()
