@@ -1,6 +1,11 @@
 //! The consumer configuration (see `service::config` for where values come from), validated
 //! before start.
 
+/// Shortest retention of published outbox rows and delivered notifications: a minute.
+pub const MIN_RETENTION_SECS: u64 = 60;
+/// Longest retention short of forever (0): ten years.
+pub const MAX_RETENTION_SECS: u64 = 10 * 365 * 86_400;
+
 /// Every setting of the consumer. `--help` lists each with its environment variable.
 #[derive(Debug, Clone, clap::Args)]
 pub struct Config {
@@ -43,6 +48,16 @@ pub struct Config {
     /// How long the relay waits before looking again when the outbox was empty, in ms.
     #[arg(long, env = "OUTBOX_POLL_MS", default_value_t = 100)]
     pub outbox_poll_ms: u64,
+
+    /// How long published `coupon.issued` outbox rows and delivered webhook notifications are
+    /// kept, in seconds (default 7 days), before the purge deletes them; 0 keeps them forever.
+    /// Unpublished rows, campaign events, pending and dead notifications are never purged.
+    #[arg(long, env = "OUTBOX_RETENTION_SECS", default_value_t = 604_800)]
+    pub outbox_retention_secs: u64,
+
+    /// Most rows one purge statement deletes (each statement is its own short transaction).
+    #[arg(long, env = "OUTBOX_PURGE_BATCH", default_value_t = 5_000)]
+    pub outbox_purge_batch: usize,
 
     /// Webhook notified of every issued coupon: `https://` (`http://` only with
     /// `COUPON_ENV=development`), on a public address unless allowed below; redirects are not
@@ -142,6 +157,7 @@ impl service::Validate for Config {
         if !(10..=60_000).contains(&self.outbox_poll_ms) {
             problems.push("OUTBOX_POLL_MS must be between 10 and 60000".to_owned());
         }
+        self.retention_problems(&mut problems);
         let policy = crate::effects::target::Policy::parse(&self.webhook_allowed_networks)
             .map_err(|problem| problems.push(problem));
         if let Some(url) = &self.webhook_url {
@@ -191,6 +207,20 @@ impl service::Validate for Config {
 }
 
 impl Config {
+    /// `OUTBOX_RETENTION_SECS` and `OUTBOX_PURGE_BATCH`.
+    fn retention_problems(&self, problems: &mut Vec<String>) {
+        if self.outbox_retention_secs != 0
+            && !(MIN_RETENTION_SECS..=MAX_RETENTION_SECS).contains(&self.outbox_retention_secs)
+        {
+            problems.push(format!(
+                "OUTBOX_RETENTION_SECS must be 0 (keep forever) or between {MIN_RETENTION_SECS} and {MAX_RETENTION_SECS}"
+            ));
+        }
+        if !(1..=50_000).contains(&self.outbox_purge_batch) {
+            problems.push("OUTBOX_PURGE_BATCH must be between 1 and 50000".to_owned());
+        }
+    }
+
     /// Parses and validates settings from arguments (first item is the program name), the
     /// environment and files, as the binary does.
     pub fn from_args<I, T>(args: I) -> Result<Self, service::config::Failure>
@@ -199,5 +229,69 @@ impl Config {
         T: Into<std::ffi::OsString> + Clone,
     {
         service::config::parse(clap::Command::new("coupon-consumer"), args)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parse(extra: &[&str]) -> Result<Config, Vec<String>> {
+        let args = [
+            "coupon-consumer",
+            "--database-url=postgres://localhost/coupon",
+        ];
+        Config::from_args(args.iter().chain(extra)).map_err(|failure| match failure {
+            service::config::Failure::Invalid(problems) => problems,
+            service::config::Failure::Clap(e) => vec![e.to_string()],
+        })
+    }
+
+    fn problems(extra: &[&str]) -> Vec<String> {
+        parse(extra).err().unwrap_or_default()
+    }
+
+    #[test]
+    fn retention_defaults_to_a_week_in_batches_of_five_thousand() {
+        let config = parse(&[]).expect("the defaults are valid");
+        assert_eq!(config.outbox_retention_secs, 7 * 86_400);
+        assert_eq!(config.outbox_purge_batch, 5_000);
+    }
+
+    #[test]
+    fn retention_is_zero_for_ever_or_within_its_range() {
+        for valid in ["0", "60", "86400", "315360000"] {
+            let config = parse(&[&format!("--outbox-retention-secs={valid}")]);
+            assert_eq!(
+                config.map(|c| c.outbox_retention_secs.to_string()),
+                Ok(valid.to_owned())
+            );
+        }
+        for invalid in ["1", "59", "315360001"] {
+            let found = problems(&[&format!("--outbox-retention-secs={invalid}")]);
+            assert!(
+                found.iter().any(|p| p.starts_with("OUTBOX_RETENTION_SECS")),
+                "{invalid}: {found:?}"
+            );
+        }
+        let found = problems(&["--outbox-retention-secs=-1"]);
+        assert!(
+            found.iter().any(|p| p.contains("outbox-retention-secs")),
+            "{found:?}"
+        );
+    }
+
+    #[test]
+    fn purge_batch_is_bounded() {
+        let config = parse(&["--outbox-purge-batch=1"]).expect("one row per statement");
+        assert_eq!(config.outbox_purge_batch, 1);
+        for invalid in ["0", "50001"] {
+            let found = problems(&[&format!("--outbox-purge-batch={invalid}")]);
+            assert_eq!(
+                found,
+                ["OUTBOX_PURGE_BATCH must be between 1 and 50000"],
+                "{invalid}"
+            );
+        }
     }
 }

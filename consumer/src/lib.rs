@@ -15,6 +15,8 @@
 //!     `coupon.campaign.events.v1`, at least once, one relay per row.
 //!   - [`effects::announce`]: queues campaigns' `opened` and `closed` events once due.
 //!   - [`effects::notify`]: signed webhook deliveries with backoff, dead after the last attempt.
+//!   - [`effects::purge`]: retention, published outbox rows and delivered notifications
+//!     deleted in small batches that skip locked rows.
 //!   - [`effects::error`]: the one error type of the effects.
 //! - [`kafka`]: the librdkafka context: lag from statistics, group membership.
 //! - [`metrics`]: Prometheus metrics.
@@ -73,7 +75,7 @@ pub struct Persister {
     dead_letters: DeadLetters,
     /// The keys a record's signature must verify under; read before consuming starts.
     keys: Arc<EventKeys>,
-    /// The relay and the notifier, started beside the batch loop when [`Persister::run`]
+    /// The relay, the notifier and the purge, started beside the batch loop when [`Persister::run`]
     /// begins (and taken from here then).
     effects: Option<Effects>,
     /// The batch transaction.

@@ -31,6 +31,7 @@ pub struct Metrics {
     pub outbox_backlog: Gauge,
     pub webhook_refused: Counter,
     notifications: Family<[(&'static str, &'static str); 1], Counter>,
+    outbox_purged: Family<[(&'static str, &'static str); 1], Counter>,
 }
 
 impl Metrics {
@@ -51,6 +52,7 @@ impl Metrics {
             outbox_backlog: Gauge::default(),
             webhook_refused: Counter::default(),
             notifications: Family::default(),
+            outbox_purged: Family::default(),
         };
         let mut registry = Registry::default();
         metrics.process.register(&mut registry);
@@ -143,6 +145,23 @@ impl Metrics {
                 .notifications
                 .get_or_create(&[("result", result.label())]);
         }
+        registry.register(
+            "coupon_outbox_purged_rows",
+            "Rows deleted past OUTBOX_RETENTION_SECS, by table: outbox (published coupon.issued rows), notifications (delivered)",
+            self.outbox_purged.clone(),
+        );
+        for table in crate::effects::purge::Table::ALL {
+            let _ = self
+                .outbox_purged
+                .get_or_create(&[("table", table.label())]);
+        }
+    }
+
+    /// Counts rows the retention purge deleted from `table`.
+    pub fn purged(&self, table: &'static str, rows: u64) {
+        self.outbox_purged
+            .get_or_create(&[("table", table)])
+            .inc_by(rows);
     }
 
     /// Counts a record refused for its signature.

@@ -1,5 +1,5 @@
-//! The one error type of the effects: why a relay, announcer or notifier round failed. Each
-//! round is retried as a whole, so callers log it and try again; none of them is fatal.
+//! The one error type of the effects: why a relay, announcer, notifier or purge round failed.
+//! Each round is retried as a whole, so callers log it and try again; none of them is fatal.
 
 #[derive(Debug, thiserror::Error)]
 pub enum Error {

@@ -4,6 +4,8 @@
 //! - [`relay`] publishes the outbox rows the batch transaction queued, at least once.
 //! - [`announce`] queues campaign events whose moment passed; the relay runs it.
 //! - [`notify`] delivers the webhook notifications the relay queued.
+//! - [`purge`] deletes published outbox rows and delivered notifications past their retention,
+//!   in small batches that skip whatever the relay or the notifier holds.
 //! - [`target`]: where the webhook client may connect (public addresses, or allow-listed ones).
 //! - [`coupon`]: an issued coupon read back from a row, as the message and the webhook body say
 //!   it (and `couponctl republish` rebuilds its event).
@@ -15,6 +17,7 @@ pub mod announce;
 pub mod coupon;
 pub mod error;
 pub mod notify;
+pub mod purge;
 pub mod relay;
 pub mod target;
 
@@ -29,6 +32,7 @@ pub use error::Error;
 use crate::Config;
 use crate::metrics::Metrics;
 use notify::Notifier;
+use purge::Purger;
 use relay::Relay;
 
 /// The effects this process runs, each optional.
@@ -37,6 +41,8 @@ pub struct Effects {
     relay: Option<Relay>,
     /// Absent without a `WEBHOOK_URL`.
     notifier: Option<Notifier>,
+    /// Absent with `OUTBOX_RETENTION_SECS=0`.
+    purger: Option<Purger>,
 }
 
 impl Effects {
@@ -53,9 +59,14 @@ impl Effects {
         } else {
             None
         };
+        let purger = Purger::new(config, pool.clone(), metrics.clone());
         let notifier =
             Notifier::new(config, pool, metrics).context("creating the webhook client")?;
-        Ok(Effects { relay, notifier })
+        Ok(Effects {
+            relay,
+            notifier,
+            purger,
+        })
     }
 
     /// Starts each effect on a task of its own; each ends once `stop` turns true.
@@ -65,7 +76,8 @@ impl Effects {
             .map(|relay| tokio::spawn(relay.run(stop.clone())));
         let notifier = self
             .notifier
-            .map(|notifier| tokio::spawn(notifier.run(stop)));
-        [relay, notifier].into_iter().flatten().collect()
+            .map(|notifier| tokio::spawn(notifier.run(stop.clone())));
+        let purger = self.purger.map(|purger| tokio::spawn(purger.run(stop)));
+        [relay, notifier, purger].into_iter().flatten().collect()
     }
 }
