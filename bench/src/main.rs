@@ -7,6 +7,7 @@
 mod backlog;
 mod ceiling;
 mod load;
+mod topics;
 mod waiters;
 
 use clap::{CommandFactory, FromArgMatches, Parser, Subcommand};
@@ -29,7 +30,8 @@ enum Command {
     Load(load::Args),
     /// Produce N requested-issuance events for a campaign straight to Kafka (benchmark backlog).
     Backlog(backlog::Args),
-    /// The benchmark's ceiling: a trivial HTTP server answering 202.
+    /// A stage's ceiling: an HTTP server answering 202 after one stage's work (none, a produce,
+    /// a reservation).
     Ceiling(ceiling::Args),
     /// Many users tap once, then each parks one long-poll on its outcome: one JSON line.
     Waiters(waiters::Args),

@@ -20,6 +20,12 @@ pub struct Config {
     #[arg(long, env = "INGRESS_OPS_LISTEN", default_value = "127.0.0.1:9091")]
     pub ops_listen: SocketAddr,
 
+    /// Threads that run requests. Unset: one per CPU the process may use (its cgroup quota, as
+    /// a pod's CPU limit sets it). With one, everything runs on one thread (no work stealing,
+    /// fewer wake-ups: the least CPU per request, and a ceiling of one core).
+    #[arg(long, env = "INGRESS_WORKER_THREADS", value_parser = clap::value_parser!(u16).range(1..=1024))]
+    pub worker_threads: Option<u16>,
+
     /// How often the readiness check (Redis, PostgreSQL, the topic's Kafka metadata) runs in the
     /// background; `/readyz` answers from its last result and never calls a dependency itself.
     #[arg(long, env = "INGRESS_READY_CHECK_INTERVAL_MS", default_value_t = 2_000)]

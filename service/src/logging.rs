@@ -1,7 +1,8 @@
 //! Logs and traces.
 //!
 //! Logs: one JSON object per line on stdout (the default, for log collectors) or
-//! human-readable text, filtered by `RUST_LOG`. Levels: ERROR means an operator must act, WARN a
+//! human-readable text, filtered by `RUST_LOG`; with traces exported, a line written inside a
+//! span carries the span (and its trace id), without them only the event's own fields. Levels: ERROR means an operator must act, WARN a
 //! dependency misbehaved and the process coped, INFO lifecycle events, DEBUG per-batch detail.
 //!
 //! Traces: OpenTelemetry spans exported over OTLP/HTTP when `OTEL_EXPORTER_OTLP_ENDPOINT` (or
@@ -19,6 +20,7 @@ mod sampler;
 use opentelemetry::trace::TracerProvider as _;
 use opentelemetry_sdk::trace::SdkTracerProvider;
 use tracing_subscriber::EnvFilter;
+use tracing_subscriber::Layer as _;
 use tracing_subscriber::layer::SubscriberExt;
 use tracing_subscriber::util::SubscriberInitExt;
 
@@ -70,6 +72,9 @@ pub fn init(common: &Common, service: &'static str) -> Telemetry {
         );
         tracing_opentelemetry::layer().with_tracer(provider.tracer(service))
     });
+    // With traces exported, a log line written inside a span carries it (its trace id ties the
+    // line to the trace). Without, there is no trace to tie to: the log layer sees events only.
+    let spans_in_logs = traces.is_some();
     let registry = tracing_subscriber::registry().with(filter).with(traces);
     match common.log_format {
         LogFormat::Json => registry
@@ -77,16 +82,18 @@ pub fn init(common: &Common, service: &'static str) -> Telemetry {
                 tracing_subscriber::fmt::layer()
                     .json()
                     .flatten_event(true)
-                    .with_current_span(true)
+                    .with_current_span(spans_in_logs)
                     .with_span_list(false)
-                    .with_writer(std::io::stdout),
+                    .with_writer(std::io::stdout)
+                    .with_filter(events_only(!spans_in_logs)),
             )
             .init(),
         LogFormat::Text => registry
             .with(
                 tracing_subscriber::fmt::layer()
                     .with_ansi(false)
-                    .with_writer(std::io::stdout),
+                    .with_writer(std::io::stdout)
+                    .with_filter(events_only(!spans_in_logs)),
             )
             .init(),
     }
@@ -94,6 +101,16 @@ pub fn init(common: &Common, service: &'static str) -> Telemetry {
         tracing::error!(error = %problem, "trace export is misconfigured; running without it");
     }
     Telemetry { provider }
+}
+
+/// The log lines' filter: when `events_only`, spans are left to the trace layer. A log layer
+/// that saw them would format every span's fields on every request (the request, the
+/// reservation, the produce), whether or not a line is ever written inside it: about a fifth of
+/// the ingress's CPU per sold-out answer (docs/BENCHMARKS.md).
+fn events_only(
+    events_only: bool,
+) -> tracing_subscriber::filter::FilterFn<impl Fn(&tracing::Metadata<'_>) -> bool> {
+    tracing_subscriber::filter::FilterFn::new(move |metadata| !events_only || metadata.is_event())
 }
 
 fn tracer_provider(service: &'static str) -> Result<Option<SdkTracerProvider>, String> {

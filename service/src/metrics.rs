@@ -3,6 +3,8 @@
 
 mod process;
 
+pub use process::cpu_seconds;
+
 use std::sync::atomic::AtomicI64;
 
 use prometheus_client::encoding::text::encode;

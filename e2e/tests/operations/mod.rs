@@ -13,6 +13,7 @@ mod metrics;
 mod otlp;
 mod promql;
 mod republish;
+mod runtime;
 
 /// SIGTERM mid-burst: readiness fails at once while requests are still served for the delay,
 /// then the listener closes, in-flight requests finish, and the process exits 0. Every 202 is

@@ -33,13 +33,13 @@ impl Figures {
         let stat = stat.as_deref().map(stat_fields).unwrap_or_default();
         let field = |i: usize| stat.get(i).and_then(|v| v.parse::<f64>().ok());
         // Fields counted from 3 (`state`), the first after the command name.
-        let (utime, stime, start_ticks, vsize) = (field(11), field(12), field(19), field(20));
+        let (start_ticks, vsize) = (field(19), field(20));
         let boot_time = std::fs::read_to_string("/proc/stat")
             .ok()
             .and_then(|text| first_number(&text, "btime"));
         let status = std::fs::read_to_string("/proc/self/status").unwrap_or_default();
         Figures {
-            cpu_seconds: utime.zip(stime).map(|(u, s)| (u + s) / TICKS_PER_SECOND),
+            cpu_seconds: cpu_seconds_of(&stat),
             start_time_seconds: boot_time
                 .zip(start_ticks)
                 .map(|(boot, ticks)| boot + ticks / TICKS_PER_SECOND),
@@ -53,6 +53,20 @@ impl Figures {
             virtual_memory_bytes: vsize,
         }
     }
+}
+
+/// User and system CPU time of process `pid` ("self" for this one) so far, in seconds, from
+/// `/proc/<pid>/stat`: every thread's, including threads that already ended.
+pub fn cpu_seconds(pid: &str) -> Option<f64> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    cpu_seconds_of(&stat_fields(&stat))
+}
+
+fn cpu_seconds_of(stat: &[&str]) -> Option<f64> {
+    let field = |i: usize| stat.get(i).and_then(|v| v.parse::<f64>().ok());
+    // Fields counted from 3 (`state`), the first after the command name.
+    let (utime, stime) = (field(11), field(12));
+    utime.zip(stime).map(|(u, s)| (u + s) / TICKS_PER_SECOND)
 }
 
 /// The fields of `/proc/<pid>/stat` after the command name, which may itself hold spaces and
