@@ -156,6 +156,19 @@ mod tests {
         assert_eq!(fields[0], "S");
         assert_eq!((fields[11], fields[12]), ("250", "50"));
         assert_eq!((fields[19], fields[20]), ("1234", "8192000"));
+        assert_eq!(cpu_seconds_of(&fields), Some(3.0), "(250 + 50) ticks");
+    }
+
+    #[test]
+    fn cpu_time_is_read_for_a_process_and_none_for_a_missing_one() {
+        let before = cpu_seconds("self").expect("this process's stat");
+        let spin = std::time::Instant::now();
+        while spin.elapsed() < std::time::Duration::from_millis(50) {
+            std::hint::black_box(spin.elapsed());
+        }
+        let after = cpu_seconds("self").expect("this process's stat");
+        assert!(after >= before, "{before} then {after}");
+        assert_eq!(cpu_seconds("0"), None, "no process 0 in /proc");
     }
 
     #[test]
