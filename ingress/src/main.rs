@@ -38,7 +38,8 @@ async fn serve(config: ingress::Config) -> anyhow::Result<()> {
     let ops = tokio::net::TcpListener::bind(config.ops_listen)
         .await
         .context("binding INGRESS_OPS_LISTEN")?;
-    tracing::info!(listen = %config.listen, ops_listen = %config.ops_listen, "ingress starting");
+    let workers = tokio::runtime::Handle::current().metrics().num_workers();
+    tracing::info!(listen = %config.listen, ops_listen = %config.ops_listen, workers, "ingress starting");
     let app = ingress::App::build(config).await?;
     ingress::run(listener, ops, app, service::shutdown::signal()).await?;
     tracing::info!("ingress stopped");

@@ -28,8 +28,11 @@ async fn one_request_thread_serves_a_burst() {
     let report = world.check(&campaign, &answers).await;
     assert_eq!(report.coupons, 150);
     let log = std::fs::read_to_string(world.log_path("ingress")).unwrap();
-    assert!(
-        log.lines().count() > 0 && !log.contains("panicked"),
-        "the ingress ran cleanly: {log}"
-    );
+    let start = log
+        .lines()
+        .filter_map(|line| serde_json::from_str::<serde_json::Value>(line).ok())
+        .find(|entry| entry["message"] == "ingress starting")
+        .expect("the start line");
+    assert_eq!(start["workers"], 1, "one request thread: {start}");
+    assert!(!log.contains("panicked"), "the ingress ran cleanly: {log}");
 }
