@@ -52,19 +52,9 @@ impl Running {
     }
 
     fn spawn_consumer(&mut self) {
-        let config = consumer::Config::from_args([
-            "coupon-consumer",
-            &format!("--kafka-brokers={}", testkit::kafka_brokers()),
-            &format!("--group-id={}", self.fixture.group),
-            &format!("--topic-requested={}", self.fixture.topic),
-            &format!("--topic-dead-letter={}", self.fixture.dead_letter_topic),
-            &format!("--topic-issued={}", self.fixture.issued_topic),
-            &format!("--topic-campaign-events={}", self.fixture.events_topic),
-            &format!("--database-url={}", self.fixture.database_url),
-            "--session-timeout-ms=6000",
-            "--max-poll-interval-ms=6000",
-        ])
-        .unwrap();
+        let mut args = self.fixture.consumer_args();
+        args.extend(["--session-timeout-ms=6000", "--max-poll-interval-ms=6000"].map(String::from));
+        let config = consumer::Config::from_args(args).unwrap();
         let persister = consumer::Persister::build(config).unwrap();
         self.metrics = Some(persister.metrics());
         let (stop, stopped) = oneshot::channel::<()>();

@@ -377,18 +377,9 @@ async fn the_consumer_runs_the_purge_beside_the_relay() {
     setup.published(0, 8.0).await;
     setup.notification(0, "delivered", 8.0).await;
     let fixture = &setup.fixture;
-    let config = consumer::Config::from_args([
-        "coupon-consumer",
-        &format!("--kafka-brokers={}", testkit::kafka_brokers()),
-        &format!("--group-id={}", fixture.group),
-        &format!("--topic-requested={}", fixture.topic),
-        &format!("--topic-dead-letter={}", fixture.dead_letter_topic),
-        &format!("--topic-issued={}", fixture.issued_topic),
-        &format!("--topic-campaign-events={}", fixture.events_topic),
-        &format!("--database-url={}", fixture.database_url),
-        "--outbox-retention-secs=86400",
-    ])
-    .unwrap();
+    let mut args = fixture.consumer_args();
+    args.push("--outbox-retention-secs=86400".to_owned());
+    let config = consumer::Config::from_args(args).unwrap();
     let persister = consumer::Persister::build(config).unwrap();
     let metrics = persister.metrics();
     let (stop, stopped) = tokio::sync::oneshot::channel::<()>();

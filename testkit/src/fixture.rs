@@ -111,6 +111,21 @@ impl Fixture {
         .await;
     }
 
+    /// A consumer's command line on this fixture's broker, topics, group and database (the
+    /// program name first); a test appends its own settings.
+    pub fn consumer_args(&self) -> Vec<String> {
+        vec![
+            "coupon-consumer".to_owned(),
+            format!("--kafka-brokers={}", crate::kafka_brokers()),
+            format!("--group-id={}", self.group),
+            format!("--topic-requested={}", self.topic),
+            format!("--topic-dead-letter={}", self.dead_letter_topic),
+            format!("--topic-issued={}", self.issued_topic),
+            format!("--topic-campaign-events={}", self.events_topic),
+            format!("--database-url={}", self.database_url),
+        ]
+    }
+
     /// A client of this test's database.
     pub async fn db(&self) -> tokio_postgres::Client {
         connect(&self.database_url).await

@@ -188,21 +188,17 @@ fn ingress_config(fixture: &Fixture, extra: Vec<String>) -> ingress::Config {
 
 /// The consumer's configuration on the fixture's resources.
 pub fn consumer_config(fixture: &Fixture) -> consumer::Config {
-    consumer::Config::from_args([
-        "coupon-consumer",
-        "--coupon-env=development",
-        &format!("--kafka-brokers={}", testkit::kafka_brokers()),
-        &format!("--group-id={}", fixture.group),
-        &format!("--topic-requested={}", fixture.topic),
-        &format!("--topic-dead-letter={}", fixture.dead_letter_topic),
-        &format!("--topic-issued={}", fixture.issued_topic),
-        &format!("--topic-campaign-events={}", fixture.events_topic),
-        &format!("--database-url={}", fixture.database_url),
-        "--session-timeout-ms=6000",
-        "--max-poll-interval-ms=6000",
-        "--database-pool-size=2",
-    ])
-    .expect("consumer config")
+    let mut args = fixture.consumer_args();
+    args.extend(
+        [
+            "--coupon-env=development",
+            "--session-timeout-ms=6000",
+            "--max-poll-interval-ms=6000",
+            "--database-pool-size=2",
+        ]
+        .map(String::from),
+    );
+    consumer::Config::from_args(args).expect("consumer config")
 }
 
 impl Drop for Stack {
