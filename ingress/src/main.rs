@@ -32,9 +32,7 @@ fn runtime(workers: Option<u16>) -> std::io::Result<tokio::runtime::Runtime> {
 
 async fn serve(config: ingress::Config) -> anyhow::Result<()> {
     let telemetry = service::logging::init(&config.common, "coupon-ingress");
-    let listener = tokio::net::TcpListener::bind(config.listen)
-        .await
-        .context("binding INGRESS_LISTEN")?;
+    let listener = ingress::http::server::bind(config.listen).context("binding INGRESS_LISTEN")?;
     let ops = tokio::net::TcpListener::bind(config.ops_listen)
         .await
         .context("binding INGRESS_OPS_LISTEN")?;

@@ -23,6 +23,24 @@ use super::cors::Cors;
 use crate::App;
 use crate::issue::sweeper;
 
+/// The accept queue asked of the kernel for the API listener. Linux caps it at
+/// `net.core.somaxconn` (4096 on current kernels), so the host's setting is what holds: a drop
+/// opens tens of thousands of connections within a second, and the 128 of a plain bind
+/// overflows first (the client sees a dropped SYN and a retransmit a second later).
+pub const ACCEPT_BACKLOG: u32 = 65_535;
+
+/// Binds the API listener with [`ACCEPT_BACKLOG`] (address reuse on, as the runtime's own bind).
+pub fn bind(addr: std::net::SocketAddr) -> std::io::Result<TcpListener> {
+    let socket = if addr.is_ipv4() {
+        tokio::net::TcpSocket::new_v4()?
+    } else {
+        tokio::net::TcpSocket::new_v6()?
+    };
+    socket.set_reuseaddr(true)?;
+    socket.bind(addr)?;
+    socket.listen(ACCEPT_BACKLOG)
+}
+
 /// Serves `listener` (the API) and `ops` (`/metrics` and the probes), and runs the journal
 /// sweeper and the readiness check, until `signal` completes. Then readiness turns false while
 /// requests are still served for `SHUTDOWN_DELAY_MS` (load balancers take the pod out of
