@@ -163,22 +163,34 @@ impl Work {
 async fn produce_stage(args: &Args) -> anyhow::Result<Work> {
     let partitions = partitions_of(&args.kafka, &args.topic_requested)?;
     crate::topics::ensure(&args.kafka, &args.topic, partitions).await?;
-    let producer: FutureProducer = args
-        .kafka
-        .producer("coupon-bench-ceiling")
-        .set(
-            "message.timeout.ms",
-            args.kafka_message_timeout_ms.to_string(),
-        )
-        .set("linger.ms", args.kafka_linger_ms.to_string())
-        .set("queue.buffering.max.messages", "200000")
-        .create()
-        .context("creating the producer")?;
+    let producer = ingress_producer(
+        &args.kafka,
+        "coupon-bench-ceiling",
+        args.kafka_message_timeout_ms,
+        args.kafka_linger_ms,
+    )?;
     Ok(Work::Produce {
         producer,
         topic: args.topic.clone(),
         campaign: CampaignId(uuid::Uuid::now_v7()),
     })
+}
+
+/// A producer with the ingress's settings: the shared client builder (idempotent, acks=all),
+/// its `message.timeout.ms` and `linger.ms`, and a queue bound that never refuses the run.
+pub fn ingress_producer(
+    kafka: &service::KafkaArgs,
+    client_id: &str,
+    message_timeout_ms: u64,
+    linger_ms: u64,
+) -> anyhow::Result<FutureProducer> {
+    kafka
+        .producer(client_id)
+        .set("message.timeout.ms", message_timeout_ms.to_string())
+        .set("linger.ms", linger_ms.to_string())
+        .set("queue.buffering.max.messages", "200000")
+        .create()
+        .context("creating the producer")
 }
 
 /// A campaign with stock for every request, seeded under the ceiling's own key prefix.
@@ -211,7 +223,7 @@ async fn reserve_stage(args: &Args) -> anyhow::Result<Work> {
 }
 
 /// The partition count of `topic`.
-fn partitions_of(kafka: &service::KafkaArgs, topic: &str) -> anyhow::Result<i32> {
+pub fn partitions_of(kafka: &service::KafkaArgs, topic: &str) -> anyhow::Result<i32> {
     use rdkafka::consumer::{BaseConsumer, Consumer as _};
     let client: BaseConsumer = kafka.client("coupon-bench-ceiling").create()?;
     let metadata = client.fetch_metadata(Some(topic), Duration::from_secs(10))?;

@@ -7,6 +7,7 @@
 mod backlog;
 mod ceiling;
 mod load;
+mod tail;
 mod topics;
 mod waiters;
 
@@ -35,6 +36,9 @@ enum Command {
     Ceiling(ceiling::Args),
     /// Many users tap once, then each parks one long-poll on its outcome: one JSON line.
     Waiters(waiters::Args),
+    /// The broker's delivery latency: produced at a rate with the ingress's producer settings,
+    /// read back from the end by a consumer; one JSON line (the floor under admission to row).
+    Tail(tail::Args),
 }
 
 #[tokio::main]
@@ -49,5 +53,6 @@ async fn main() -> anyhow::Result<()> {
         Command::Backlog(args) => backlog::run(args, cli.env.profile).await,
         Command::Ceiling(args) => ceiling::run(args).await,
         Command::Waiters(args) => waiters::run(args).await,
+        Command::Tail(args) => tail::run(args).await,
     }
 }
