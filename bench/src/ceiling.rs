@@ -47,21 +47,12 @@ pub struct Args {
     #[arg(long, value_enum, default_value_t = Stage::Trivial)]
     stage: Stage,
     #[command(flatten)]
-    kafka: service::KafkaArgs,
+    producer: crate::topics::IngressProducer,
     /// The topic `produce` writes to: created with the requested-issuance topic's partition
     /// count when missing. Never the requested-issuance topic itself (the consumer would read
     /// the events).
     #[arg(long, default_value = "coupon.bench-ceiling.v1")]
     topic: String,
-    /// The requested-issuance topic, whose partition count the ceiling's topic copies.
-    #[arg(long, env = "TOPIC_ISSUANCE_REQUESTED", default_value = schema::topics::ISSUANCE_REQUESTED)]
-    topic_requested: String,
-    /// The ingress's `message.timeout.ms`.
-    #[arg(long, env = "KAFKA_MESSAGE_TIMEOUT_MS", default_value_t = 5_000)]
-    kafka_message_timeout_ms: u64,
-    /// The ingress's `linger.ms`.
-    #[arg(long, env = "KAFKA_LINGER_MS", default_value_t = 2)]
-    kafka_linger_ms: u64,
     #[command(flatten)]
     redis: service::RedisArgs,
     /// The key prefix `reserve` seeds its campaign under (removed by the benchmark afterwards).
@@ -161,36 +152,15 @@ impl Work {
 
 /// A producer with the ingress's settings, on the ceiling's own topic.
 async fn produce_stage(args: &Args) -> anyhow::Result<Work> {
-    let partitions = partitions_of(&args.kafka, &args.topic_requested)?;
-    crate::topics::ensure(&args.kafka, &args.topic, partitions).await?;
-    let producer = ingress_producer(
-        &args.kafka,
-        "coupon-bench-ceiling",
-        args.kafka_message_timeout_ms,
-        args.kafka_linger_ms,
-    )?;
+    let (producer, _partitions) = args
+        .producer
+        .on(&args.topic, "coupon-bench-ceiling")
+        .await?;
     Ok(Work::Produce {
         producer,
         topic: args.topic.clone(),
         campaign: CampaignId(uuid::Uuid::now_v7()),
     })
-}
-
-/// A producer with the ingress's settings: the shared client builder (idempotent, acks=all),
-/// its `message.timeout.ms` and `linger.ms`, and a queue bound that never refuses the run.
-pub fn ingress_producer(
-    kafka: &service::KafkaArgs,
-    client_id: &str,
-    message_timeout_ms: u64,
-    linger_ms: u64,
-) -> anyhow::Result<FutureProducer> {
-    kafka
-        .producer(client_id)
-        .set("message.timeout.ms", message_timeout_ms.to_string())
-        .set("linger.ms", linger_ms.to_string())
-        .set("queue.buffering.max.messages", "200000")
-        .create()
-        .context("creating the producer")
 }
 
 /// A campaign with stock for every request, seeded under the ceiling's own key prefix.
@@ -220,19 +190,4 @@ async fn reserve_stage(args: &Args) -> anyhow::Result<Work> {
     };
     gate.seed(&campaign, seed).await?;
     Ok(Work::Reserve { gate, campaign })
-}
-
-/// The partition count of `topic`.
-pub fn partitions_of(kafka: &service::KafkaArgs, topic: &str) -> anyhow::Result<i32> {
-    use rdkafka::consumer::{BaseConsumer, Consumer as _};
-    let client: BaseConsumer = kafka.client("coupon-bench-ceiling").create()?;
-    let metadata = client.fetch_metadata(Some(topic), Duration::from_secs(10))?;
-    let partitions = metadata
-        .topics()
-        .iter()
-        .find(|t| t.name() == topic && t.error().is_none())
-        .map(|t| t.partitions().len())
-        .filter(|n| *n > 0)
-        .with_context(|| format!("the topic {topic} does not exist (couponctl topics)"))?;
-    Ok(i32::try_from(partitions)?)
 }

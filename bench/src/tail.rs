@@ -17,7 +17,7 @@ use serde::Serialize;
 #[derive(Debug, clap::Args)]
 pub struct Args {
     #[command(flatten)]
-    kafka: service::KafkaArgs,
+    producer: crate::topics::IngressProducer,
     /// Events per second.
     #[arg(long, default_value_t = 3_000)]
     rate: u32,
@@ -28,15 +28,6 @@ pub struct Args {
     /// count), so nothing older is read.
     #[arg(long)]
     topic: String,
-    /// The requested-issuance topic, whose partition count the run's topic copies.
-    #[arg(long, env = "TOPIC_ISSUANCE_REQUESTED", default_value = schema::topics::ISSUANCE_REQUESTED)]
-    topic_requested: String,
-    /// The ingress's `message.timeout.ms`.
-    #[arg(long, env = "KAFKA_MESSAGE_TIMEOUT_MS", default_value_t = 5_000)]
-    kafka_message_timeout_ms: u64,
-    /// The ingress's `linger.ms`.
-    #[arg(long, env = "KAFKA_LINGER_MS", default_value_t = 2)]
-    kafka_linger_ms: u64,
     /// A label copied into the JSON result.
     #[arg(long, default_value = "broker tail")]
     label: String,
@@ -57,15 +48,8 @@ struct Tail {
 }
 
 pub async fn run(args: Args) -> anyhow::Result<()> {
-    let partitions = crate::ceiling::partitions_of(&args.kafka, &args.topic_requested)?;
-    crate::topics::ensure(&args.kafka, &args.topic, partitions).await?;
+    let (producer, partitions) = args.producer.on(&args.topic, "coupon-bench-tail").await?;
     let consumer = reader(&args, partitions)?;
-    let producer = crate::ceiling::ingress_producer(
-        &args.kafka,
-        "coupon-bench-tail",
-        args.kafka_message_timeout_ms,
-        args.kafka_linger_ms,
-    )?;
     // The end offsets are resolved and the fetchers running before the first event.
     let warm_up = tokio::time::Instant::now() + Duration::from_secs(2);
     if let Ok(received) = tokio::time::timeout_at(warm_up, consumer.recv()).await {
@@ -113,6 +97,7 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
 /// A consumer with the persister's client settings, assigned the end of every partition.
 fn reader(args: &Args, partitions: i32) -> anyhow::Result<StreamConsumer> {
     let consumer: StreamConsumer = args
+        .producer
         .kafka
         .client("coupon-bench-tail")
         .set("group.id", "coupon-bench-tail")
