@@ -273,3 +273,62 @@ async fn a_planned_row_the_database_skips_rolls_the_batch_back() {
     assert_eq!(written.inserted, 2);
     assert_eq!(count("SELECT count(*) FROM coupons").await, 2);
 }
+
+/// A coupon's code (migration V12): 32 lowercase hex digits, the millisecond it was written
+/// followed by 80 random bits, so the UNIQUE index on it takes new codes at its right edge.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn coupon_codes_lead_with_their_time_and_end_random() {
+    let running = Running::start().await;
+    let open = campaign(&running, &Rules::open(10, 1)).await;
+    running.produce_event(&event(open, "first", 1)).await;
+    running
+        .wait_for("SELECT count(*) FROM coupons WHERE user_id = 'first'", 1)
+        .await;
+    tokio::time::sleep(std::time::Duration::from_millis(5)).await;
+    running.produce_event(&event(open, "second", 1)).await;
+    running
+        .wait_for("SELECT count(*) FROM coupons WHERE user_id = 'second'", 1)
+        .await;
+
+    let db = running.fixture.db().await;
+    let rows = db
+        .query(
+            "SELECT code, floor(extract(epoch FROM issued_at) * 1000)::int8 FROM coupons
+             ORDER BY issued_at",
+            &[],
+        )
+        .await
+        .unwrap();
+    let codes: Vec<(String, i64)> = rows.iter().map(|r| (r.get(0), r.get(1))).collect();
+    for (code, issued_ms) in &codes {
+        assert!(
+            code.len() == 32 && code.bytes().all(|b| matches!(b, b'0'..=b'9' | b'a'..=b'f')),
+            "{code}"
+        );
+        let written_ms = i64::from_str_radix(&code[..12], 16).unwrap();
+        // issued_at is the batch transaction's start; the code is written inside it.
+        assert!(
+            (*issued_ms..issued_ms + 10_000).contains(&written_ms),
+            "{code} against {issued_ms}"
+        );
+    }
+    assert!(
+        codes[0].0 < codes[1].0,
+        "a later coupon's code sorts after: {codes:?}"
+    );
+
+    // Many codes of one millisecond: the random tails tell them apart, and nothing repeats.
+    let tails = db
+        .query_one(
+            "SELECT count(DISTINCT right(c, 20)), count(DISTINCT c), count(DISTINCT left(c, 12)),
+                    bool_and(c ~ '^[0-9a-f]{32}$')
+             FROM (SELECT coupon_code() AS c FROM generate_series(1, 20000)) s",
+            &[],
+        )
+        .await
+        .unwrap();
+    assert_eq!(tails.get::<_, i64>(0), 20_000);
+    assert_eq!(tails.get::<_, i64>(1), 20_000);
+    assert!(tails.get::<_, i64>(2) < 20_000, "codes share a millisecond");
+    assert!(tails.get::<_, bool>(3));
+}
